@@ -1,0 +1,1 @@
+"""Real I/O for bitloot: store, provider clients, vaults, mailers, clock, logs, worker."""

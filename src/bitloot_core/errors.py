@@ -1,0 +1,183 @@
+"""One error hierarchy for bitloot, split by who is at fault.
+
+    BitlootError                      status_hint 500
+    ├── BadRequest                    the caller sent bad input (4xx)
+    │   ├── InvalidInput              400 invalid_input (and subclasses' own codes)
+    │   ├── NotFound                  404 not_found
+    │   ├── Unauthorized              401 unauthorized
+    │   ├── Forbidden                 403 forbidden
+    │   └── Conflict                  409 conflict
+    │       ├── IdempotencyConflict   409 idempotency_conflict
+    │       └── InvalidState          409 invalid_state
+    ├── WebhookRejected               the provider's (or an attacker's) webhook is unusable
+    │   ├── BadSignature              401 bad_signature
+    │   ├── MalformedWebhook          400 malformed_webhook
+    │   └── UnboundWebhook            400 unbound_webhook
+    ├── KeyUrlRejected                403 url_invalid / url_expired
+    ├── ProviderError                 a payment provider call failed (502)
+    │   └── ProviderUnavailable       retryable: timeouts, 5xx, 429
+    ├── SupplierError                 a key supplier call failed, needs an admin (502)
+    │   └── SupplierUnavailable       retryable: timeouts, 5xx, 429, ResourceLock
+    ├── MailerError                   the mail server refused a message (502)
+    │   └── MailerUnavailable         retryable: the server is down or busy
+    ├── VaultError                    the key vault failed (retryable, 503)
+    ├── AdapterError                  an adapter failed in an unforeseen way (retryable)
+    ├── PoolEmpty                     a custom product has no key left (not retryable)
+    └── ConcurrentUpdate              a compare-and-set lost; the caller retries (409)
+
+Every error carries ``code`` (a snake_case wire code), ``status_hint`` (the HTTP status a
+server should answer) and ``retryable`` (whether the worker should try again).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class BitlootError(Exception):
+    code: ClassVar[str] = "internal_error"
+    status_hint: ClassVar[int] = 500
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, code: str | None = None, **data: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+        if code is not None:
+            self.code = code  # type: ignore[misc]  # a finer wire code for this instance
+
+    def to_dict(self) -> dict[str, object]:
+        return {"code": self.code, "message": self.message}
+
+
+class BadRequest(BitlootError):
+    code = "bad_request"
+    status_hint = 400
+
+
+class InvalidInput(BadRequest):
+    code = "invalid_input"
+    status_hint = 400
+
+
+class NotFound(BadRequest):
+    code = "not_found"
+    status_hint = 404
+
+
+class Unauthorized(BadRequest):
+    code = "unauthorized"
+    status_hint = 401
+
+
+class Forbidden(BadRequest):
+    code = "forbidden"
+    status_hint = 403
+
+
+class Conflict(BadRequest):
+    code = "conflict"
+    status_hint = 409
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+
+
+class InvalidState(Conflict):
+    code = "invalid_state"
+
+
+class WebhookRejected(BitlootError):
+    code = "webhook_rejected"
+    status_hint = 400
+
+
+class BadSignature(WebhookRejected):
+    code = "bad_signature"
+    status_hint = 401
+
+
+class MalformedWebhook(WebhookRejected):
+    code = "malformed_webhook"
+    status_hint = 400
+
+
+class UnboundWebhook(WebhookRejected):
+    code = "unbound_webhook"
+    status_hint = 400
+
+
+class KeyUrlRejected(BitlootError):
+    status_hint = 403
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the key URL is {reason.removeprefix('url_')}", code=reason)
+
+
+class ProviderError(BitlootError):
+    code = "provider_error"
+    status_hint = 502
+
+    def __init__(
+        self, message: str, *, provider_code: str | None = None, status: int | None = None
+    ) -> None:
+        super().__init__(message, provider_code=provider_code, status=status)
+        self.provider_code = provider_code
+        self.status = status
+
+
+class ProviderUnavailable(ProviderError):
+    code = "provider_unavailable"
+    status_hint = 503
+    retryable = True
+
+
+class SupplierError(BitlootError):
+    code = "supplier_error"
+    status_hint = 502
+
+    def __init__(self, message: str, *, kind: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, kind=kind, status=status)
+        self.kind = kind
+        self.status = status
+
+
+class SupplierUnavailable(SupplierError):
+    code = "supplier_unavailable"
+    status_hint = 503
+    retryable = True
+
+
+class MailerError(BitlootError):
+    code = "mailer_error"
+    status_hint = 502
+
+
+class MailerUnavailable(MailerError):
+    code = "mailer_unavailable"
+    status_hint = 503
+    retryable = True
+
+
+class VaultError(BitlootError):
+    code = "vault_error"
+    status_hint = 503
+    retryable = True
+
+
+class AdapterError(BitlootError):
+    code = "adapter_error"
+    status_hint = 500
+    retryable = True
+
+
+class PoolEmpty(BitlootError):
+    code = "pool_empty"
+    status_hint = 409
+
+
+class ConcurrentUpdate(BitlootError):
+    code = "concurrent_update"
+    status_hint = 409
+    retryable = True
