@@ -16,8 +16,8 @@ demo: $(STAMP)
 	$(BIN)/python examples/fastapi_server.py --host 127.0.0.1 --port 8000 --data-dir ./.bitloot-data
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples bench
-	$(BIN)/ruff format --check src tests examples bench
+	$(BIN)/ruff check src tests examples bench docs
+	$(BIN)/ruff format --check src tests examples bench docs
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src
@@ -32,7 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 docs: $(STAMP)
-	$(BIN)/python -m bitloot_core.chart_docs > docs/state-chart.md
+	$(BIN)/python docs/make_state_chart.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -3,7 +3,8 @@
 A request carries an ``Idempotency-Key``. The scope is (email, key), so two customers
 cannot collide on the same key. The fingerprint covers what the order would contain;
 the same scope with the same fingerprint replays the first order, with another
-fingerprint it is a conflict. Records older than the retention window are forgotten.
+fingerprint it is a conflict. Records older than the retention window are forgotten
+(exactly ``retention`` old still counts).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def decide(
     now: datetime,
     retention: timedelta = IDEMPOTENCY_RETENTION,
 ) -> IdempotencyDecision:
-    if existing is None or now - existing.created_at >= retention:
+    if existing is None or now - existing.created_at > retention:
         return IdempotencyDecision(decision=Decision.NEW)
     if existing.fingerprint == request_fingerprint:
         return IdempotencyDecision(decision=Decision.REPLAY, order_id=existing.order_id)

@@ -276,12 +276,12 @@ class Checkout:
                     return replay
             order = self._new_order(tx, email, lines, now)
             tx.insert_order(order)
-            if scope is not None:
-                tx.insert_idempotency(
-                    IdempotencyRecord(
-                        scope=scope, fingerprint=fingerprint, order_id=order.id, created_at=now
-                    )
+            if scope is not None and not tx.insert_idempotency(
+                IdempotencyRecord(
+                    scope=scope, fingerprint=fingerprint, order_id=order.id, created_at=now
                 )
+            ):  # pragma: no cover - transactions are serialised; this rolls back if not
+                raise ConcurrentUpdate("the Idempotency-Key was taken concurrently")
             self._audit(tx, order.id, "order_created", f"{len(order.items)} items, {order.total}")
         self._observer.observe("order_created", order_id=order.id)
         return CreatedOrder(order=order, access_token=self._access_token(order.id), replayed=False)
