@@ -1,0 +1,130 @@
+"""Start the example servers in-process on loopback, over real HTTP, for tests.
+
+``running_server("fastapi" | "flask", data_dir, env)`` builds the shop exactly as the
+example scripts do (sandbox mode unless ``env`` says otherwise), serves it on a free
+port in a thread, and yields a ``RunningServer`` with the base URL, the shop and an
+``httpx.Client`` pointed at it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+
+from bitloot_adapters.bootstrap import Shop, build_shop
+from bitloot_adapters.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+PAGE_DIR = EXAMPLES / "static"
+
+
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` (examples is not a package)."""
+    module_name = f"bitloot_example_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, EXAMPLES / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class RunningServer:
+    kind: str
+    url: str
+    shop: Shop
+    http: httpx.Client
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.shop.settings.admin_token}"}
+
+
+def _serve_fastapi(shop: Shop, port: int) -> tuple[threading.Thread, object]:
+    import uvicorn  # noqa: PLC0415
+
+    app = load_example("fastapi_server").create_app(shop)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    return thread, server
+
+
+def _serve_flask(shop: Shop, port: int) -> tuple[threading.Thread, object]:
+    from werkzeug.serving import make_server  # noqa: PLC0415
+
+    app = load_example("flask_server").create_app(shop)
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return thread, server
+
+
+def _stop(kind: str, thread: threading.Thread, server: object) -> None:
+    if kind == "fastapi":
+        server.should_exit = True  # type: ignore[attr-defined]
+    else:
+        server.shutdown()  # type: ignore[attr-defined]
+        server.server_close()  # type: ignore[attr-defined]
+    thread.join(10)
+
+
+def _wait_ready(http: httpx.Client, url: str) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            if http.get(f"{url}/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
+@contextmanager
+def running_server(
+    kind: str,
+    data_dir: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    worker: bool = True,
+    worker_poll: float = 0.05,
+) -> Iterator[RunningServer]:
+    port = free_port()
+    settings = load_settings(data_dir=data_dir, port=port, env=dict(env or {}))
+    shop = build_shop(settings, page_dir=PAGE_DIR)
+    if worker:
+        shop.start_worker(poll_seconds=worker_poll)
+    serve = _serve_fastapi if kind == "fastapi" else _serve_flask
+    thread, server = serve(shop, port)
+    url = f"http://127.0.0.1:{port}"
+    http = httpx.Client(base_url=url, timeout=30)
+    try:
+        _wait_ready(http, url)
+        yield RunningServer(kind=kind, url=url, shop=shop, http=http)
+    finally:
+        http.close()
+        _stop(kind, thread, server)
+        shop.close()
