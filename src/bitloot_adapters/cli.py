@@ -1,0 +1,162 @@
+"""The ``bitloot`` command: run the worker, sweep, inspect and retry jobs, list orders.
+
+Every command reads the same settings as the example servers (environment variables and
+the data dir's secrets), so ``bitloot worker --data-dir D`` works on the shop a server
+started with ``--data-dir D``. Output is plain text for people; ``--json`` for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+from bitloot_adapters.bootstrap import Shop, build_shop
+from bitloot_adapters.logs import configure_logging
+from bitloot_adapters.settings import ConfigError, load_settings
+from bitloot_core.chart import Flag, OrderStatus
+from bitloot_core.errors import BitlootError
+from bitloot_core.values import Job, JobState, Order
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bitloot", description="bitloot checkout operations")
+    parser.add_argument("--data-dir", type=Path, default=Path(".bitloot-data"))
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    commands = parser.add_subparsers(dest="command", required=True)
+    worker = commands.add_parser("worker", help="run due jobs, the sweeper and reconciliation")
+    worker.add_argument("--once", action="store_true", help="one pass, then exit")
+    worker.add_argument("--poll", type=float, default=0.5, help="seconds between passes")
+    worker.add_argument("--name", default="worker")
+    commands.add_parser("sweep", help="expire abandoned orders now")
+    jobs = commands.add_parser("jobs", help="list jobs (dead ones with --state dead)")
+    jobs.add_argument("--state", choices=[s.value for s in JobState])
+    retry = commands.add_parser("retry", help="re-enqueue fulfillment of a failed order")
+    retry.add_argument("order_id")
+    orders = commands.add_parser("orders", help="list orders by status or flag")
+    orders.add_argument("--status", choices=[s.value for s in OrderStatus])
+    orders.add_argument("--flag", choices=[f.value for f in Flag])
+    orders.add_argument("--limit", type=int, default=100)
+    return parser
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _print_jobs(jobs: Sequence[Job], out: TextIO, *, as_json: bool) -> None:
+    if as_json:
+        rows = [
+            {
+                "key": j.key,
+                "state": j.state,
+                "attempts": j.attempts,
+                "run_at": j.run_at.isoformat(),
+                "last_error": j.last_error,
+            }
+            for j in jobs
+        ]
+        out.write(json.dumps(rows, indent=2) + "\n")
+        return
+    if not jobs:
+        out.write("no jobs\n")
+        return
+    out.write(f"{'JOB':<44} {'STATE':<8} {'TRIES':>5}  {'RUN AT':<19}  LAST ERROR\n")
+    out.writelines(
+        f"{j.key:<44} {j.state:<8} {j.attempts:>5}  {_when(j.run_at):<19}  {j.last_error or ''}\n"
+        for j in jobs
+    )
+
+
+def _print_orders(orders: Sequence[Order], out: TextIO, *, as_json: bool) -> None:
+    if as_json:
+        rows = [
+            {
+                "id": o.id,
+                "status": o.status,
+                "flags": sorted(o.flags),
+                "total": str(o.total),
+                "currency": o.currency,
+                "created_at": o.created_at.isoformat(),
+            }
+            for o in orders
+        ]
+        out.write(json.dumps(rows, indent=2) + "\n")
+        return
+    if not orders:
+        out.write("no orders\n")
+        return
+    out.write(f"{'ORDER':<18} {'STATUS':<10} {'TOTAL':>12}  {'CREATED':<19}  FLAGS\n")
+    for o in orders:
+        total = f"{o.total} {o.currency.upper()}"
+        flags = ",".join(sorted(o.flags))
+        out.write(f"{o.id:<18} {o.status:<10} {total:>12}  {_when(o.created_at):<19}  {flags}\n")
+
+
+def _run_worker(shop: Shop, args: argparse.Namespace, out: TextIO) -> int:
+    if args.once:
+        done = shop.worker.run_once()
+        out.write(f"ran {len(done.jobs)} jobs, expired {len(done.swept)} orders\n")
+        return 0
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    out.write(f"worker {args.name} running on {shop.settings.data_dir} (Ctrl-C stops)\n")
+    out.flush()
+    shop.worker.run_forever(stop, poll_seconds=args.poll)
+    return 0
+
+
+def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    """Run one command; returns the process exit status."""
+    out = out or sys.stdout
+    args = _parser().parse_args(argv)
+    configure_logging()
+    try:
+        settings = load_settings(data_dir=args.data_dir)
+    except ConfigError as exc:
+        sys.stderr.write(f"bitloot: {exc}\n")
+        return 2
+    shop = build_shop(settings)
+    try:
+        checkout = shop.checkout
+        if args.command == "worker":
+            return _run_worker(shop, args, out)
+        if args.command == "sweep":
+            expired = checkout.sweep()
+            out.write(f"expired {len(expired)} orders\n" + "".join(f"  {i}\n" for i in expired))
+        elif args.command == "jobs":
+            state = JobState(args.state) if args.state else None
+            _print_jobs(checkout.list_jobs(state=state), out, as_json=args.json)
+        elif args.command == "retry":
+            order = checkout.retry_fulfillment(args.order_id, actor="cli")
+            out.write(f"order {order.id}: fulfillment re-enqueued ({order.status})\n")
+        else:
+            found = checkout.list_orders(
+                status=OrderStatus(args.status) if args.status else None,
+                flag=Flag(args.flag) if args.flag else None,
+                limit=args.limit,
+            )
+            _print_orders(found, out, as_json=args.json)
+    except BitlootError as exc:
+        sys.stderr.write(f"bitloot: {exc.message} ({exc.code})\n")
+        return 1
+    finally:
+        shop.close()
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
