@@ -30,6 +30,7 @@ resulting event.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
@@ -171,6 +172,9 @@ ON_ENTER: Final = MappingProxyType(
 ON_EVENT: Final = MappingProxyType({E.ADMIN_RETRY_FULFILLMENT: (Effect.ENQUEUE_FULFILLMENT,)})
 
 
+# The inputs are finite (statuses x flag sets x events) and the function is pure, so its
+# answers are memoised: an IPN decision is one dictionary lookup on the hot path.
+@functools.cache
 def apply(status: OrderStatus, flags: frozenset[Flag], event: OrderEvent) -> Transition:
     """Apply ``event`` to an order in ``status``; never raises."""
     rule = TRANSITIONS.get((status, event))
@@ -284,6 +288,7 @@ def provider_status(raw: str) -> ProviderStatus | None:
     return NOWPAYMENTS_STATUS.get(raw)
 
 
+@functools.cache
 def ipn_event(kind: IpnKind, *, paid_in_full: bool) -> OrderEvent:
     """The order event for an IPN of ``kind``; amounts decide finished/partial."""
     if kind in (IpnKind.FINISHED, IpnKind.PARTIAL):
@@ -312,3 +317,17 @@ def advance_payment(current: PaymentStatus, proposed: PaymentStatus) -> PaymentS
     if current in PAYMENT_FINAL:
         return current
     return proposed if PAYMENT_RANK[proposed] > PAYMENT_RANK[current] else current
+
+
+@functools.cache
+def ipn_transition(
+    status: OrderStatus, flags: frozenset[Flag], provider: str, paid_in_full: bool
+) -> Transition | None:
+    """The whole decision for one IPN: mapping row, event, transition (None: unknown status).
+
+    Memoised like ``apply``; this is the webhook hot path.
+    """
+    row = provider_status(provider)
+    if row is None:
+        return None
+    return apply(status, flags, ipn_event(row.kind, paid_in_full=paid_in_full))

@@ -41,8 +41,10 @@ def decide_ipn(
     now: datetime,
 ) -> IpnDecision:
     """The order and payment after ``ipn``. Unknown statuses and terminal orders are ignored."""
+    full = paid_in_full(ipn.actually_paid, payment.pay_amount, tolerance_percent)
+    transition = chart.ipn_transition(order.status, order.flags, ipn.payment_status, full)
     row = chart.provider_status(ipn.payment_status)
-    if row is None:
+    if transition is None or row is None:
         return IpnDecision(
             applied=False,
             order=order,
@@ -50,16 +52,15 @@ def decide_ipn(
             effects=(),
             reason=f"unknown provider status {ipn.payment_status!r}: ignored",
         )
-    full = paid_in_full(ipn.actually_paid, payment.pay_amount, tolerance_percent)
-    event = chart.ipn_event(row.kind, paid_in_full=full)
-    transition = chart.apply(order.status, order.flags, event)
-    flags = transition.flags
-    overpaid = ipn.actually_paid > payment.pay_amount
-    if transition.applied and event is chart.OrderEvent.IPN_PAID_IN_FULL and overpaid:
-        flags |= {Flag.OVERPAID}
+    # finished and partially_paid are judged by the amount: in full (within the
+    # tolerance) they pay the order and finish the payment record, short they don't.
+    paying = row.kind in (IpnKind.FINISHED, IpnKind.PARTIAL)
     proposed = row.payment_status
-    if row.kind in (IpnKind.FINISHED, IpnKind.PARTIAL):
+    if paying:
         proposed = chart.PaymentStatus.FINISHED if full else chart.PaymentStatus.UNDERPAID
+    flags = transition.flags
+    if transition.applied and paying and full and ipn.actually_paid > payment.pay_amount:
+        flags |= {Flag.OVERPAID}
     new_payment_status = chart.advance_payment(payment.status, proposed)
     payment_moved = new_payment_status != payment.status
     if not transition.applied and not payment_moved:

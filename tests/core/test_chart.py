@@ -7,7 +7,7 @@ from collections import deque
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from statemachine import State, StateMachine
+from oracle_chart import OracleChart
 from statemachine.exceptions import TransitionNotAllowed
 
 from bitloot_core import chart
@@ -34,40 +34,6 @@ BRANCH = {S.EXPIRED: S.CONFIRMING, S.FAILED: S.CONFIRMING, S.UNDERPAID: S.CONFIR
 
 def rank(status: OrderStatus) -> int:
     return PROGRESS.get(status, PROGRESS[BRANCH.get(status, S.CREATED)])
-
-
-class OracleChart(StateMachine):
-    """The architecture's rule table written again, by hand, with python-statemachine."""
-
-    created = State(initial=True)
-    waiting = State()
-    confirming = State()
-    paid = State()
-    fulfilled = State(final=True)
-    expired = State()
-    failed = State()
-    underpaid = State()
-
-    payment_opened = created.to(waiting)
-    ipn_waiting = created.to(waiting)
-    ipn_confirming = created.to(confirming) | waiting.to(confirming) | confirming.to.itself()
-    ipn_paid_in_full = (
-        created.to(paid)
-        | waiting.to(paid)
-        | confirming.to(paid)
-        | expired.to.itself()
-        | failed.to.itself()
-        | underpaid.to.itself()
-    )
-    ipn_paid_short = created.to(underpaid) | waiting.to(underpaid) | confirming.to(underpaid)
-    ipn_expired = created.to(expired) | waiting.to(expired) | confirming.to(expired)
-    ipn_failed = created.to(failed) | waiting.to(failed) | confirming.to(failed)
-    sweep_expired = created.to(expired) | waiting.to(expired)
-    fulfillment_done = paid.to(fulfilled)
-    fulfillment_exhausted = paid.to.itself()
-    admin_retry_fulfillment = paid.to.itself()
-    admin_fulfill = underpaid.to(paid) | expired.to(paid) | failed.to(paid)
-    admin_refund = underpaid.to(failed) | expired.to(failed) | failed.to.itself()
 
 
 def oracle(status: OrderStatus, event: OrderEvent) -> OrderStatus | None:
