@@ -221,7 +221,13 @@ def build_shop(settings: Settings, *, page_dir: Path | None = None) -> Shop:
         gateway=NowPaymentsClient(
             http, api_key=settings.nowpayments_api_key, base_url=nowpayments_url
         ),
-        supplier=KinguinClient(http, api_key=settings.kinguin_api_key, base_url=kinguin_url),
+        supplier=KinguinClient(
+            http,
+            api_key=settings.kinguin_api_key,
+            base_url=kinguin_url,
+            # The sandbox delivers keys after a second; poll it often so the demo is quick.
+            poll_interval=0.25 if settings.sandbox else 2.0,
+        ),
         vault=vault,
         mailer=_mailer(settings),
         clock=clock,

@@ -1,0 +1,333 @@
+"""The Kinguin eCommerce API client: the ``KeySupplier`` port over an injected ``httpx.Client``.
+
+``fulfil(order_id=..., lines=...)`` buys the lines and returns every key:
+
+1. Look for a Kinguin order already placed for ``order_id``
+   (``GET /v1/order?orderExternalId=``). A job retried after a timeout finds the order the
+   first attempt placed and never buys twice.
+2. Otherwise price each product (``GET /v2/products/{productId}``) and place the order
+   (``POST /v2/order`` with ``orderExternalId`` = our order id).
+3. Read the keys (``GET /v2/order/{orderId}/keys``, page by page), polling every
+   ``poll_interval`` seconds for up to ``key_wait`` seconds until every ordered key is
+   there. Still short: ``SupplierUnavailable`` ("keys not yet delivered"); the retried
+   job finds the same order and reads again.
+
+Errors are translated in one place, ``_send``: timeouts, connection errors, 5xx, 429 and
+the ``ResourceLock`` kind are ``SupplierUnavailable`` (retry later); everything else
+(``InsufficientBalance``, ``ProductUnavailable``, 401, ``ConstraintViolation``, other 4xx,
+a key we cannot decode) is ``SupplierError`` with Kinguin's ``kind``: an admin must look.
+
+The API key travels only in the ``X-Api-Key`` header and never appears in an exception
+message; no key (secret) ever appears in one either. Nothing here logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any, Final
+from urllib.parse import quote
+
+import httpx
+
+from bitloot_core.errors import SupplierError, SupplierUnavailable
+from bitloot_core.values import SuppliedKey
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "MAX_PRODUCTS_PER_ORDER",
+    "MAX_QTY_PER_PRODUCT",
+    "KinguinClient",
+]
+
+DEFAULT_BASE_URL: Final = "https://gateway.kinguin.net/esa/api"
+MAX_PRODUCTS_PER_ORDER: Final = 10
+MAX_QTY_PER_PRODUCT: Final = 9
+MAX_KEYS_PAGE_LIMIT: Final = 100
+
+TEXT_KEY: Final = "text/plain"
+IMAGE_KEYS: Final = frozenset({"image/jpeg", "image/png", "image/gif"})
+RETRYABLE_KINDS: Final = frozenset({"ResourceLock"})
+DEAD_ORDER_STATUSES: Final = frozenset({"canceled", "refunded"})
+
+_MESSAGE_LIMIT: Final = 300
+_TOO_MANY_REQUESTS: Final = 429
+_SERVER_ERROR: Final = 500
+_AUTH_STATUSES: Final = frozenset({401, 403})
+
+
+class KinguinClient:
+    """Buys keys from Kinguin. Thread-safe as the ``httpx.Client`` is."""
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        *,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float = 10.0,
+        key_wait: float = 20.0,
+        poll_interval: float = 2.0,
+        page_limit: int = MAX_KEYS_PAGE_LIMIT,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not api_key:
+            raise ValueError("a Kinguin API key is required")
+        if not 1 <= page_limit <= MAX_KEYS_PAGE_LIMIT:
+            raise ValueError(f"page_limit must be between 1 and {MAX_KEYS_PAGE_LIMIT}")
+        if key_wait < 0 or poll_interval <= 0:
+            raise ValueError("key_wait must not be negative and poll_interval must be positive")
+        self._http = http
+        self._api_key = api_key
+        self._base_url = base_url.rstrip("/")
+        self._timeout = httpx.Timeout(timeout)
+        self._key_wait = key_wait
+        self._poll_interval = poll_interval
+        self._page_limit = page_limit
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"KinguinClient(base_url={self._base_url!r})"
+
+    def fulfil(self, *, order_id: str, lines: Sequence[tuple[str, int]]) -> list[SuppliedKey]:
+        """Buy ``(productId, qty)`` lines for ``order_id`` (once) and return every key."""
+        wanted = _wanted(order_id, lines)
+        order = self.find_order(order_id)
+        if order is None:
+            order = self._place_order(order_id, wanted)
+        kinguin_id = _check_order(order, order_id, wanted)
+        waited = 0.0
+        while True:
+            keys = self.order_keys(kinguin_id)
+            delivered = _delivered(keys, wanted, kinguin_id)
+            if delivered is not None:
+                return delivered
+            if waited >= self._key_wait:
+                raise SupplierUnavailable(
+                    f"Kinguin order {kinguin_id} for order {order_id}: keys not yet delivered "
+                    f"({len(keys)} of {sum(wanted.values())})",
+                    kind="KeysPending",
+                )
+            pause = min(self._poll_interval, self._key_wait - waited)
+            self._sleep(pause)
+            waited += pause
+
+    def find_order(self, order_external_id: str) -> dict[str, Any] | None:
+        """The Kinguin order placed with ``orderExternalId``, or ``None``."""
+        body = self._json(
+            self._send("GET", "/v1/order", params={"orderExternalId": order_external_id})
+        )
+        results = body.get("results") if isinstance(body, dict) else None
+        if not isinstance(results, list):
+            raise SupplierError("Kinguin's order search answered without results")
+        for order in results:
+            if isinstance(order, dict) and order.get("orderExternalId") == order_external_id:
+                return order
+        return None
+
+    def order_keys(self, kinguin_order_id: str) -> list[dict[str, Any]]:
+        """Every key Kinguin has delivered so far for the order, read page by page."""
+        path = f"/v2/order/{quote(kinguin_order_id, safe='')}/keys"
+        keys: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        page = 1
+        while True:
+            params = {"page": str(page), "limit": str(self._page_limit)}
+            batch = self._json(self._send("GET", path, params=params))
+            if not isinstance(batch, list):
+                raise SupplierError(f"Kinguin's keys for order {kinguin_order_id} are not a list")
+            fresh = [key for key in batch if _key_id(key, kinguin_order_id) not in seen]
+            seen.update(_key_id(key, kinguin_order_id) for key in fresh)
+            keys.extend(fresh)
+            # A short page is the last; a page of nothing new means paging is ignored.
+            if len(batch) < self._page_limit or not fresh:
+                return keys
+            page += 1
+
+    def _place_order(self, order_id: str, wanted: dict[str, int]) -> dict[str, Any]:
+        products = ",".join(
+            '{"productId":%s,"qty":%d,"price":%s}'  # noqa: UP031  exact Decimal text
+            % (json.dumps(product_id), qty, _json_number(self._price(product_id)))
+            for product_id, qty in wanted.items()
+        )
+        body = '{"products":[%s],"orderExternalId":%s}' % (products, json.dumps(order_id))  # noqa: UP031
+        order = self._json(self._send("POST", "/v2/order", content=body.encode()))
+        if not isinstance(order, dict):
+            raise SupplierError("Kinguin answered the order with something else than an order")
+        return order
+
+    def _price(self, product_id: str) -> Decimal:
+        product = self._json(self._send("GET", f"/v2/products/{quote(product_id, safe='')}"))
+        price = product.get("price") if isinstance(product, dict) else None
+        if isinstance(price, bool) or not isinstance(price, Decimal | int) or price < 0:
+            raise SupplierError(f"Kinguin product {product_id} has no usable price")
+        return Decimal(price)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> httpx.Response:
+        """The one place where transport failures and error answers become our errors."""
+        headers = {"X-Api-Key": self._api_key, "Accept": "application/json"}
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        what = f"Kinguin {method} {path}"
+        try:
+            response = self._http.request(
+                method,
+                self._base_url + path,
+                params=params,
+                content=content,
+                headers=headers,
+                timeout=self._timeout,
+            )
+        except httpx.TimeoutException as exc:
+            raise SupplierUnavailable(f"{what} timed out") from exc
+        except httpx.TransportError as exc:
+            raise SupplierUnavailable(f"{what} failed: {type(exc).__name__}") from exc
+        except httpx.HTTPError as exc:
+            raise SupplierError(f"{what} failed: {type(exc).__name__}") from exc
+        if response.is_success:
+            return response
+        status = response.status_code
+        kind, detail = self._error_details(response)
+        text = f"{what} answered {status} {kind or 'error'}: {detail}"
+        if status == _TOO_MANY_REQUESTS or status >= _SERVER_ERROR or kind in RETRYABLE_KINDS:
+            raise SupplierUnavailable(text, kind=kind, status=status)
+        if status in _AUTH_STATUSES:
+            kind = kind or "Authorization"
+        raise SupplierError(text, kind=kind, status=status)
+
+    def _error_details(self, response: httpx.Response) -> tuple[str | None, str]:
+        """Kinguin's error kind and its detail (or title), scrubbed of our API key."""
+        try:
+            body = json.loads(response.content)
+        except ValueError:
+            body = None
+        kind: str | None = None
+        detail = response.reason_phrase or "error"
+        if isinstance(body, dict):
+            if isinstance(body.get("kind"), str):
+                kind = body["kind"]
+            for name in ("detail", "title"):
+                if isinstance(body.get(name), str) and body[name]:
+                    detail = body[name]
+                    break
+        return kind, detail.replace(self._api_key, "[api key]")[:_MESSAGE_LIMIT]
+
+    @staticmethod
+    def _json(response: httpx.Response) -> Any:
+        try:
+            return json.loads(response.content, parse_float=Decimal)
+        except ValueError as exc:
+            raise SupplierError(
+                f"Kinguin answered {response.request.method} {response.request.url.path} "
+                "with a body that is not JSON",
+                status=response.status_code,
+            ) from exc
+
+
+def _wanted(order_id: str, lines: Sequence[tuple[str, int]]) -> dict[str, int]:
+    """The lines as productId -> quantity, checked against Kinguin's order limits."""
+    wanted: dict[str, int] = {}
+    for product_id, qty in lines:
+        if not product_id or isinstance(qty, bool) or not isinstance(qty, int) or qty < 1:
+            raise SupplierError(
+                f"order {order_id}: a Kinguin line needs a productId and a positive quantity",
+                kind="ConstraintViolation",
+            )
+        wanted[product_id] = wanted.get(product_id, 0) + qty
+    if not wanted:
+        raise SupplierError(f"order {order_id} has nothing to buy from Kinguin")
+    if len(wanted) > MAX_PRODUCTS_PER_ORDER:
+        raise SupplierError(
+            f"order {order_id} has {len(wanted)} Kinguin products; "
+            f"Kinguin takes at most {MAX_PRODUCTS_PER_ORDER} per order",
+            kind="ConstraintViolation",
+        )
+    over = [product_id for product_id, qty in wanted.items() if qty > MAX_QTY_PER_PRODUCT]
+    if over:
+        raise SupplierError(
+            f"order {order_id} wants {wanted[over[0]]} of Kinguin product {over[0]}; "
+            f"Kinguin sells at most {MAX_QTY_PER_PRODUCT} of one product per order",
+            kind="ConstraintViolation",
+        )
+    return wanted
+
+
+def _check_order(order: dict[str, Any], order_id: str, wanted: dict[str, int]) -> str:
+    """The Kinguin orderId, once the order is known to be live and to hold our lines."""
+    kinguin_id = order.get("orderId")
+    if not isinstance(kinguin_id, str) or not kinguin_id:
+        raise SupplierError(f"Kinguin's order for order {order_id} has no orderId")
+    status = order.get("status")
+    if status in DEAD_ORDER_STATUSES:
+        raise SupplierError(
+            f"Kinguin order {kinguin_id} for order {order_id} is {status}", kind="OrderFailed"
+        )
+    products = order.get("products")
+    if isinstance(products, list) and all(
+        isinstance(p, dict)
+        and isinstance(p.get("productId"), str)
+        and isinstance(p.get("qty"), int)
+        for p in products
+    ):
+        held: dict[str, int] = {}
+        for product in products:
+            held[product["productId"]] = held.get(product["productId"], 0) + product["qty"]
+        if held != wanted:
+            raise SupplierError(
+                f"Kinguin order {kinguin_id} for order {order_id} holds other products "
+                "than the order"
+            )
+    return kinguin_id
+
+
+def _key_id(key: object, kinguin_order_id: str) -> str:
+    if not isinstance(key, dict) or not isinstance(key.get("id"), str | int):
+        raise SupplierError(f"Kinguin sent a key without an id for order {kinguin_order_id}")
+    return str(key["id"])
+
+
+def _delivered(
+    keys: list[dict[str, Any]], wanted: dict[str, int], kinguin_order_id: str
+) -> list[SuppliedKey] | None:
+    """Every wanted key, in the order of the lines; ``None`` while some are missing."""
+    by_product: dict[str, list[SuppliedKey]] = {product_id: [] for product_id in wanted}
+    for key in keys:
+        supplied = _supplied(key, kinguin_order_id)
+        if supplied.product_ref in by_product:
+            by_product[supplied.product_ref].append(supplied)
+    if any(len(by_product[product_id]) < qty for product_id, qty in wanted.items()):
+        return None
+    return [key for product_id, qty in wanted.items() for key in by_product[product_id][:qty]]
+
+
+def _supplied(key: dict[str, Any], kinguin_order_id: str) -> SuppliedKey:
+    key_id = key.get("id")
+    where = f"key {key_id} of Kinguin order {kinguin_order_id}"
+    product_id, serial, key_type = key.get("productId"), key.get("serial"), key.get("type")
+    if not isinstance(product_id, str) or not isinstance(serial, str) or not serial:
+        raise SupplierError(f"{where} has no productId or serial", kind="BadKey")
+    if key_type == TEXT_KEY:
+        secret = serial.encode()
+    elif key_type in IMAGE_KEYS:
+        try:
+            secret = base64.b64decode(serial, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise SupplierError(f"{where} is not valid base64", kind="BadKey") from exc
+    else:
+        raise SupplierError(f"{where} has the unknown type {key_type!r}", kind="BadKey")
+    return SuppliedKey(product_ref=product_id, secret=secret, content_type=str(key_type))
+
+
+def _json_number(amount: Decimal) -> str:
+    return format(amount, "f")  # plain notation, every digit kept

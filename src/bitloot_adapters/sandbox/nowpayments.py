@@ -1,0 +1,490 @@
+"""A stand-in for NOWPayments that speaks its REST API and sends signed IPNs.
+
+Serve it with ``SandboxServer``; point ``NowPaymentsClient`` at ``f"{server.url}/v1"``.
+
+REST (``x-api-key`` checked on the payment endpoints, errors in the provider's shape
+``{"status":false,"statusCode":..,"code":..,"message":..}``):
+
+- ``POST /v1/payment``: validates the body (``INVALID_REQUEST_PARAMS``), refuses amounts
+  below ``min_price_amount`` (``AMOUNT_MINIMAL_ERROR``), converts at a fixed rate per pay
+  currency (``pay_amount`` rounded up to 8 decimals), answers 201 with ``payment_id`` as
+  a string, as the real API does.
+- ``GET /v1/payment/{id}``: the payment as an IPN body (``payment_id`` a number).
+- ``GET /v1/status``: ``{"message":"OK"}``.
+
+Control, as Python methods (and over HTTP under ``/sandbox/``): ``pay`` sends the IPNs of
+a full payment (``waiting`` → ``confirming`` → ``confirmed`` → ``sending`` → ``finished``)
+or a short one (``waiting`` → ``confirming`` → ``partially_paid``), optionally each twice
+(``duplicate``) or in a seeded random order (``shuffle``); ``fail`` and ``expire`` send one
+IPN each; ``outage`` plans failures. Every IPN is what NOWPayments sends: the provider's
+fields, numbers as JSON numbers, ``updated_at`` in epoch milliseconds from the injected
+clock, the body printed as Node's ``JSON.stringify`` of the key-sorted object, signed with
+HMAC-SHA512 (hex, ``x-nowpayments-sig``) under the IPN secret.
+
+The API key and IPN secret are never echoed in a response.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import random
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, ROUND_UP, Decimal
+from typing import Any, NamedTuple, get_args
+
+import httpx
+
+from bitloot_adapters.clock import SystemClock
+from bitloot_adapters.sandbox.faults import FaultPlan, OutageMode
+from bitloot_adapters.sandbox.server import Route, SandboxRequest, SandboxResponse, dispatch
+from bitloot_adapters.sandbox.wire import decimal_or_none, json_body, read_json
+from bitloot_core.ipn import canonical_json
+from bitloot_core.ports import Clock
+
+__all__ = ["DEFAULT_RATES", "IpnDelivery", "NowPaymentsCall", "NowPaymentsSandbox", "SentIpn"]
+
+DEFAULT_RATES: Mapping[str, Decimal] = {
+    # Units of the pay currency per unit of the price currency, whatever that is.
+    "btc": Decimal("0.0000105"),
+    "eth": Decimal("0.00031"),
+    "ltc": Decimal("0.0118"),
+    "usdttrc20": Decimal("1.002"),
+}
+
+FULL_PAYMENT = ("waiting", "confirming", "confirmed", "sending", "finished")
+SHORT_PAYMENT = ("waiting", "confirming", "partially_paid")
+
+_SATOSHI = Decimal("1e-8")
+_SERVICE_FEE = Decimal("0.005")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CURRENCY = re.compile(r"[a-z0-9]{2,20}")
+_REQUIRED = ("price_amount", "price_currency", "pay_currency")
+_OPTIONAL_TEXT = ("ipn_callback_url", "order_id", "order_description", "purchase_id")
+
+
+class IpnDelivery(NamedTuple):
+    """One IPN sent: its status and what the receiver answered (``None``: unreachable)."""
+
+    status: str
+    answered: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SentIpn:
+    payment_id: str
+    status: str
+    url: str
+    body: bytes
+    signature: str
+    answered: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NowPaymentsCall:
+    """One API call the sandbox received: the body as sent, and the status it answered."""
+
+    method: str
+    path: str
+    body: bytes
+    status: int
+
+
+@dataclass(slots=True, kw_only=True)
+class _Payment:
+    payment_id: int
+    purchase_id: str
+    order_id: str | None
+    order_description: str | None
+    price_amount: Decimal
+    price_currency: str
+    pay_amount: Decimal
+    pay_currency: str
+    pay_address: str
+    ipn_callback_url: str | None
+    created_at: datetime
+    updated_at: datetime
+    status: str = "waiting"
+    actually_paid: Decimal = field(default_factory=Decimal)
+
+
+class NowPaymentsSandbox:
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        ipn_secret: str,
+        http: httpx.Client,
+        clock: Clock | None = None,
+        rates: Mapping[str, Decimal] = DEFAULT_RATES,
+        min_price_amount: Decimal = Decimal("0.5"),
+        payment_window: timedelta = timedelta(minutes=20),
+        first_payment_id: int = 5_800_000_001,
+        seed: int = 0,
+        stall_seconds: float = 0.5,
+        ipn_timeout: float = 5.0,
+    ) -> None:
+        self._api_key = api_key
+        self._ipn_key = ipn_secret.strip().encode()
+        self._http = http
+        self._clock: Clock = clock or SystemClock()
+        self._rates = {currency.lower(): rate for currency, rate in rates.items()}
+        self._min_price_amount = min_price_amount
+        self._payment_window = payment_window
+        self._ids = itertools.count(first_payment_id)
+        self._random = random.Random(seed)  # noqa: S311  orders test IPNs, guards nothing
+        self._stall_seconds = stall_seconds
+        self._ipn_timeout = ipn_timeout
+        self._faults = FaultPlan(frozenset(get_args(OutageMode)))
+        self._lock = threading.Lock()
+        self._payments: dict[int, _Payment] = {}
+        self._events: list[SentIpn] = []
+        self._calls: list[NowPaymentsCall] = []
+        self._routes = (
+            Route("GET", re.compile(r"/v1/status"), self._status),
+            Route("POST", re.compile(r"/v1/payment/?"), self._create_payment),
+            Route("GET", re.compile(r"/v1/payment/(?P<payment_id>[^/]+)"), self._get_payment),
+            Route(
+                "POST",
+                re.compile(r"/sandbox/payments/(?P<payment_id>[^/]+)/(?P<action>pay|fail|expire)"),
+                self._control_payment,
+            ),
+            Route("POST", re.compile(r"/sandbox/outage"), self._control_outage),
+        )
+
+    # -- control -----------------------------------------------------------------------
+
+    @property
+    def events(self) -> list[SentIpn]:
+        """Every IPN sent so far, in sending order."""
+        with self._lock:
+            return list(self._events)
+
+    @property
+    def calls(self) -> list[NowPaymentsCall]:
+        """Every API call (under ``/v1/``) received so far."""
+        with self._lock:
+            return list(self._calls)
+
+    @property
+    def payment_ids(self) -> list[str]:
+        with self._lock:
+            return [str(payment_id) for payment_id in self._payments]
+
+    def outage(
+        self,
+        failures: int,
+        mode: OutageMode = "503",
+        *,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        """The next ``failures`` API calls (matching ``method`` and ``path`` prefix) fail."""
+        self._faults.outage(failures, mode, method=method, path=path)
+
+    def pay(
+        self,
+        payment_id: str,
+        amount: Decimal | None = None,
+        *,
+        duplicate: bool = False,
+        shuffle: bool = False,
+    ) -> list[IpnDelivery]:
+        """Pay ``amount`` (default: the full ``pay_amount``) and send the IPNs that follow."""
+        with self._lock:
+            payment = self._payable(payment_id)
+            paid = payment.pay_amount if amount is None else amount
+            if not paid.is_finite() or paid <= 0:
+                raise ValueError("a payment amount must be positive")
+            statuses = FULL_PAYMENT if paid >= payment.pay_amount else SHORT_PAYMENT
+            # Each status is a snapshot: `waiting` reports nothing paid yet.
+            ipns = [
+                self._ipn(payment, status, Decimal(0) if status == "waiting" else paid)
+                for status in statuses
+            ]
+            payment.status, payment.actually_paid = statuses[-1], paid
+            payment.updated_at = self._clock.now()
+            if duplicate:
+                ipns = [ipn for ipn in ipns for _ in range(2)]
+            if shuffle:
+                self._random.shuffle(ipns)
+        return [self._send(payment, status, body) for status, body in ipns]
+
+    def fail(self, payment_id: str) -> list[IpnDelivery]:
+        """Send a ``failed`` IPN."""
+        return self._single(payment_id, "failed")
+
+    def expire(self, payment_id: str) -> list[IpnDelivery]:
+        """Send an ``expired`` IPN."""
+        return self._single(payment_id, "expired")
+
+    def ipn_body(self, payment_id: str) -> bytes:
+        """The payment as ``GET /v1/payment/{id}`` and an IPN print it now."""
+        with self._lock:
+            payment = self._payment(payment_id)
+            return self._ipn(payment, payment.status, payment.actually_paid)[1]
+
+    def _single(self, payment_id: str, status: str) -> list[IpnDelivery]:
+        with self._lock:
+            payment = self._payable(payment_id)
+            payment.status = status
+            payment.updated_at = self._clock.now()
+            ipn = self._ipn(payment, status, payment.actually_paid)
+        return [self._send(payment, *ipn)]
+
+    def _payment(self, payment_id: str) -> _Payment:
+        payment = self._payments.get(int(payment_id)) if payment_id.isdigit() else None
+        if payment is None:
+            raise LookupError(f"no sandbox payment {payment_id!r}")
+        return payment
+
+    def _payable(self, payment_id: str) -> _Payment:
+        payment = self._payment(payment_id)
+        if payment.ipn_callback_url is None:
+            raise LookupError(f"sandbox payment {payment_id} has no ipn_callback_url")
+        return payment
+
+    def _ipn(self, payment: _Payment, status: str, paid: Decimal) -> tuple[str, bytes]:
+        service_fee = (paid * _SERVICE_FEE).quantize(_SATOSHI, ROUND_HALF_UP)
+        updated_ms = (self._clock.now() - _EPOCH) // timedelta(milliseconds=1)
+        body: dict[str, Any] = {
+            "actually_paid": paid,
+            "actually_paid_at_fiat": 0,
+            "fee": {
+                "currency": payment.pay_currency,
+                "depositFee": 0,
+                "serviceFee": service_fee,
+                "withdrawalFee": 0,
+            },
+            "invoice_id": None,
+            "order_description": payment.order_description,
+            "order_id": payment.order_id,
+            "outcome_amount": paid - service_fee,
+            "outcome_currency": payment.pay_currency,
+            "parent_payment_id": None,
+            "pay_address": payment.pay_address,
+            "pay_amount": payment.pay_amount,
+            "pay_currency": payment.pay_currency,
+            "payin_extra_id": None,
+            "payment_extra_ids": None,
+            "payment_id": payment.payment_id,
+            "payment_status": status,
+            "price_amount": payment.price_amount,
+            "price_currency": payment.price_currency,
+            "purchase_id": payment.purchase_id,
+            "updated_at": updated_ms,
+        }
+        return status, canonical_json(body).encode()
+
+    def _send(self, payment: _Payment, status: str, body: bytes) -> IpnDelivery:
+        url = str(payment.ipn_callback_url)
+        signature = hmac.new(self._ipn_key, body, hashlib.sha512).hexdigest()
+        try:
+            response = self._http.post(
+                url,
+                content=body,
+                headers={"Content-Type": "application/json", "x-nowpayments-sig": signature},
+                timeout=self._ipn_timeout,
+            )
+        except httpx.HTTPError:
+            answered: int | None = None
+        else:
+            answered = response.status_code
+        sent = SentIpn(
+            payment_id=str(payment.payment_id),
+            status=status,
+            url=url,
+            body=body,
+            signature=signature,
+            answered=answered,
+        )
+        with self._lock:
+            self._events.append(sent)
+        return IpnDelivery(status, answered)
+
+    # -- HTTP --------------------------------------------------------------------------
+
+    def handle(self, request: SandboxRequest) -> SandboxResponse:
+        if not request.path.startswith("/v1/"):
+            return dispatch(request, self._routes, _error(404, "NOT_FOUND", "Not found"))
+        response = self._api_call(request)
+        call = NowPaymentsCall(
+            method=request.method, path=request.path, body=request.body, status=response.status
+        )
+        with self._lock:
+            self._calls.append(call)
+        return response
+
+    def _api_call(self, request: SandboxRequest) -> SandboxResponse:
+        fault = self._faults.take(request.method, request.path)
+        if fault is None:
+            return dispatch(request, self._routes, _error(404, "NOT_FOUND", "Not found"))
+        if fault == "slow":
+            handled = dispatch(request, self._routes, _error(404, "NOT_FOUND", "Not found"))
+            return replace(handled, stall=self._stall_seconds)
+        if fault == "timeout":
+            return SandboxResponse(status=504, content_type="text/plain", stall=self._stall_seconds)
+        if fault == "429":
+            return _error(429, "TOO_MANY_REQUESTS", "Too many requests")
+        return _error(int(fault), "INTERNAL_ERROR", "Service temporarily unavailable")
+
+    def _authorised(self, request: SandboxRequest) -> bool:
+        given = request.header("x-api-key") or ""
+        return hmac.compare_digest(given.encode(), self._api_key.encode())
+
+    def _status(self, _request: SandboxRequest) -> SandboxResponse:
+        return SandboxResponse(status=200, body=json_body({"message": "OK"}))
+
+    def _create_payment(self, request: SandboxRequest) -> SandboxResponse:
+        if not self._authorised(request):
+            return _error(403, "INVALID_API_KEY", "Invalid api key")
+        body = read_json(request.body)
+        if not isinstance(body, dict):
+            return _error(400, "INVALID_REQUEST_PARAMS", "Request body must be a JSON object")
+        problem = _payment_request_problem(body, self._rates)
+        if problem is not None:
+            return _error(400, "INVALID_REQUEST_PARAMS", problem)
+        price_amount = decimal_or_none(body["price_amount"])
+        if price_amount is None or price_amount < self._min_price_amount:
+            return _error(400, "AMOUNT_MINIMAL_ERROR", "amountTo is too small")
+        pay_currency = str(body["pay_currency"]).lower()
+        now = self._clock.now()
+        with self._lock:
+            payment_id = next(self._ids)
+            payment = _Payment(
+                payment_id=payment_id,
+                purchase_id=str(body.get("purchase_id") or payment_id - 600_000_000),
+                order_id=body.get("order_id"),
+                order_description=body.get("order_description"),
+                price_amount=price_amount,
+                price_currency=str(body["price_currency"]).lower(),
+                pay_amount=(price_amount * self._rates[pay_currency]).quantize(_SATOSHI, ROUND_UP),
+                pay_currency=pay_currency,
+                pay_address=_address(pay_currency, payment_id),
+                ipn_callback_url=body.get("ipn_callback_url"),
+                created_at=now,
+                updated_at=now,
+            )
+            self._payments[payment_id] = payment
+        expires = _iso(now + self._payment_window)
+        answer = {
+            "payment_id": str(payment_id),
+            "payment_status": payment.status,
+            "pay_address": payment.pay_address,
+            "price_amount": payment.price_amount,
+            "price_currency": payment.price_currency,
+            "pay_amount": payment.pay_amount,
+            "amount_received": payment.pay_amount,
+            "pay_currency": payment.pay_currency,
+            "order_id": payment.order_id,
+            "order_description": payment.order_description,
+            "ipn_callback_url": payment.ipn_callback_url,
+            "created_at": _iso(now),
+            "updated_at": _iso(now),
+            "purchase_id": payment.purchase_id,
+            "smart_contract": None,
+            "network": payment.pay_currency,
+            "network_precision": None,
+            "time_limit": None,
+            "burning_percent": None,
+            "expiration_estimate_date": expires,
+            "is_fixed_rate": bool(body.get("is_fixed_rate", False)),
+            "is_fee_paid_by_user": bool(body.get("is_fee_paid_by_user", False)),
+            "valid_until": expires,
+            "type": "crypto2crypto",
+            "payin_extra_id": None,
+        }
+        return SandboxResponse(status=201, body=json_body(answer))
+
+    def _get_payment(self, request: SandboxRequest, payment_id: str) -> SandboxResponse:
+        if not self._authorised(request):
+            return _error(403, "INVALID_API_KEY", "Invalid api key")
+        try:
+            body = self.ipn_body(payment_id)
+        except LookupError:
+            return _error(404, "PAYMENT_NOT_FOUND", f"Payment {payment_id} not found")
+        return SandboxResponse(status=200, body=body)
+
+    def _control_payment(
+        self, request: SandboxRequest, payment_id: str, action: str
+    ) -> SandboxResponse:
+        body = read_json(request.body) if request.body else {}
+        if not isinstance(body, dict):
+            return _error(400, "INVALID_REQUEST_PARAMS", "Request body must be a JSON object")
+        try:
+            if action == "pay":
+                amount = None if body.get("amount") is None else decimal_or_none(body["amount"])
+                if body.get("amount") is not None and (amount is None or amount <= 0):
+                    return _error(400, "INVALID_REQUEST_PARAMS", '"amount" must be positive')
+                deliveries = self.pay(
+                    payment_id,
+                    amount,
+                    duplicate=bool(body.get("duplicate")),
+                    shuffle=bool(body.get("shuffle")),
+                )
+            else:
+                deliveries = self.fail(payment_id) if action == "fail" else self.expire(payment_id)
+        except LookupError as exc:
+            return _error(404, "PAYMENT_NOT_FOUND", str(exc))
+        answer = {"deliveries": [delivery._asdict() for delivery in deliveries]}
+        return SandboxResponse(status=200, body=json_body(answer))
+
+    def _control_outage(self, request: SandboxRequest) -> SandboxResponse:
+        body = read_json(request.body)
+        failures = body.get("failures") if isinstance(body, dict) else None
+        mode = body.get("mode", "503") if isinstance(body, dict) else None
+        if not isinstance(failures, int) or failures < 0 or mode not in get_args(OutageMode):
+            return _error(400, "INVALID_REQUEST_PARAMS", "expected {failures: N, mode?}")
+        self._faults.outage(failures, str(mode))
+        return SandboxResponse(status=200, body=json_body({"pending": self._faults.pending}))
+
+
+def _payment_request_problem(body: Mapping[str, Any], rates: Mapping[str, Decimal]) -> str | None:
+    """What is wrong with a create-payment body, in the provider's words; None if nothing."""
+    missing = [name for name in _REQUIRED if body.get(name) in (None, "")]
+    if missing:
+        return f'"{missing[0]}" is required'
+    amount = decimal_or_none(body["price_amount"])
+    if amount is None or amount <= 0:
+        return '"price_amount" must be a positive number'
+    for name in ("price_currency", "pay_currency"):
+        value = body[name]
+        if not isinstance(value, str) or not _CURRENCY.fullmatch(value.lower()):
+            return f'"{name}" must be a currency code'
+    if body["pay_currency"].lower() not in rates:
+        return f"Currency {body['pay_currency']} was not found"
+    return _optional_fields_problem(body)
+
+
+def _optional_fields_problem(body: Mapping[str, Any]) -> str | None:
+    for name in _OPTIONAL_TEXT:
+        if body.get(name) is not None and not isinstance(body[name], str):
+            return f'"{name}" must be a string'
+    url = body.get("ipn_callback_url")
+    if url is not None and not url.startswith(("http://", "https://")):
+        return '"ipn_callback_url" must be a valid uri'
+    return None
+
+
+def _address(currency: str, payment_id: int) -> str:
+    digest = hashlib.sha256(f"{currency}:{payment_id}".encode()).hexdigest()
+    if currency == "btc":
+        return "bc1q" + digest[:38]
+    if currency in ("eth", "usdterc20"):
+        return "0x" + digest[:40]
+    return "T" + digest[:33]
+
+
+def _iso(moment: datetime) -> str:
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _error(status: int, code: str, message: str) -> SandboxResponse:
+    body = {"status": False, "statusCode": status, "code": code, "message": message}
+    return SandboxResponse(status=status, body=json_body(body))

@@ -1,0 +1,392 @@
+"""KinguinClient against the Kinguin sandbox over real loopback HTTP."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import zlib
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from bitloot_adapters.kinguin import KinguinClient
+from bitloot_adapters.sandbox import (
+    KinguinProduct,
+    KinguinSandbox,
+    SandboxRequest,
+    SandboxResponse,
+    SandboxServer,
+)
+from bitloot_core.errors import SupplierError, SupplierUnavailable
+from bitloot_core.testing import SettableClock
+
+API_KEY = "kg-live-0123456789abcdef"
+CSS = "5c9b5f6b2539a4e8f172916a"  # text keys, 3.79
+STARDEW = "5c9b5b8c2539a4e8f17291c2"  # text keys, 8.49
+HOLLOW = "5c9b6a0a2539a4e8f1729c11"  # image/png keys, 11.20
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client() as client:
+        yield client
+
+
+@pytest.fixture
+def clock() -> SettableClock:
+    return SettableClock()
+
+
+@pytest.fixture
+def sandbox(clock: SettableClock) -> KinguinSandbox:
+    return KinguinSandbox(api_key=API_KEY, clock=clock, stall_seconds=0.5)
+
+
+@pytest.fixture
+def server(sandbox: KinguinSandbox) -> Iterator[SandboxServer]:
+    with SandboxServer(sandbox) as running:
+        yield running
+
+
+class Sleeper:
+    """Sleeps by moving the sandbox's clock, and remembers every pause."""
+
+    def __init__(self, clock: SettableClock) -> None:
+        self.clock = clock
+        self.pauses: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.clock.advance(timedelta(seconds=seconds))
+
+
+@pytest.fixture
+def sleeper(clock: SettableClock) -> Sleeper:
+    return Sleeper(clock)
+
+
+def make_client(http, server, sleeper, **options) -> KinguinClient:
+    settings = {"timeout": 0.2, "key_wait": 0.0, "poll_interval": 1.0} | options
+    return KinguinClient(http, api_key=API_KEY, base_url=server.url, sleep=sleeper, **settings)
+
+
+@pytest.fixture
+def client(http, server, sleeper) -> KinguinClient:
+    return make_client(http, server, sleeper)
+
+
+def posts(sandbox: KinguinSandbox) -> list[str | None]:
+    return [c.order_external_id for c in sandbox.calls if c.method == "POST"]
+
+
+def test_fulfil_buys_once_and_returns_every_key_in_line_order(client, sandbox):
+    keys = client.fulfil(order_id="ord_1", lines=[(STARDEW, 2), (CSS, 1)])
+
+    assert [key.product_ref for key in keys] == [STARDEW, STARDEW, CSS]
+    assert all(key.content_type == "text/plain" for key in keys)
+    assert len({key.secret for key in keys}) == 3
+    assert all(len(key.secret.split(b"-")) == 3 for key in keys)
+    (order,) = sandbox.orders
+    assert order["orderExternalId"] == "ord_1"
+    assert order["totalPrice"] == Decimal("20.77")
+    assert sandbox.balance == Decimal("500.00") - Decimal("20.77")
+    assert [(c.method, c.path) for c in sandbox.calls][:1] == [("GET", "/v1/order")]
+
+
+def test_the_order_carries_each_product_with_its_exact_price(client, sandbox):
+    client.fulfil(order_id="ord_1", lines=[(HOLLOW, 1), (CSS, 2)])
+
+    (post,) = [c for c in sandbox.calls if c.method == "POST"]
+    assert post.body == (
+        b'{"products":[{"productId":"5c9b6a0a2539a4e8f1729c11","qty":1,"price":11.2},'
+        b'{"productId":"5c9b5f6b2539a4e8f172916a","qty":2,"price":3.79}],'
+        b'"orderExternalId":"ord_1"}'
+    )
+
+
+def test_a_second_fulfil_finds_the_order_and_buys_nothing(client, sandbox):
+    first = client.fulfil(order_id="ord_1", lines=[(CSS, 2)])
+    again = client.fulfil(order_id="ord_1", lines=[(CSS, 2)])
+
+    assert [key.secret for key in again] == [key.secret for key in first]
+    assert posts(sandbox) == ["ord_1"]
+    assert len(sandbox.orders) == 1
+
+
+def test_a_post_that_times_out_after_placing_the_order_is_never_placed_twice(client, sandbox):
+    # The supplier places the order, then answers too late: the client sees a timeout.
+    sandbox.outage(1, "slow", method="POST", path="/v2/order")
+
+    with pytest.raises(SupplierUnavailable) as caught:
+        client.fulfil(order_id="ord_1", lines=[(CSS, 1), (STARDEW, 1)])
+    assert isinstance(caught.value.__cause__, httpx.TimeoutException)
+    assert caught.value.retryable
+
+    keys = client.fulfil(order_id="ord_1", lines=[(CSS, 1), (STARDEW, 1)])
+
+    assert [key.product_ref for key in keys] == [CSS, STARDEW]
+    assert posts(sandbox) == ["ord_1"]
+    assert [order["orderExternalId"] for order in sandbox.orders] == ["ord_1"]
+
+
+def test_a_post_that_times_out_before_placing_the_order_is_placed_on_retry(client, sandbox):
+    sandbox.outage(1, "timeout", method="POST")
+
+    with pytest.raises(SupplierUnavailable, match="timed out"):
+        client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+    assert sandbox.orders == []
+
+    assert len(client.fulfil(order_id="ord_1", lines=[(CSS, 1)])) == 1
+    assert len(sandbox.orders) == 1
+
+
+def test_keys_are_read_across_pages(http, server, sandbox, sleeper):
+    products = [
+        KinguinProduct(product_id=f"p{n:02d}", kinguin_id=n, name=f"Game {n}", price=Decimal(1))
+        for n in range(10)
+    ]
+    for product in products:
+        sandbox.add_product(product)
+    client = make_client(http, server, sleeper, page_limit=25)
+
+    keys = client.fulfil(order_id="ord_big", lines=[(p.product_id, 9) for p in products])
+
+    assert len(keys) == 90
+    assert len({key.secret for key in keys}) == 90
+    assert [key.product_ref for key in keys] == [p.product_id for p in products for _ in range(9)]
+    pages = [c for c in sandbox.calls if c.path.endswith("/keys")]
+    assert len(pages) == 4  # 25 + 25 + 25 + 15
+
+
+def test_a_last_page_that_is_full_is_followed_by_an_empty_one(http, server, sandbox, sleeper):
+    client = make_client(http, server, sleeper, page_limit=3)
+
+    keys = client.fulfil(order_id="ord_1", lines=[(CSS, 6)])
+
+    assert len(keys) == 6
+    assert len([c for c in sandbox.calls if c.path.endswith("/keys")]) == 3  # 3 + 3 + 0
+
+
+def test_keys_that_arrive_after_a_delay_are_waited_for(http, server, sandbox, sleeper):
+    sandbox.key_delay = 10.0
+    client = make_client(http, server, sleeper, key_wait=30.0, poll_interval=4.0)
+
+    keys = client.fulfil(order_id="ord_1", lines=[(CSS, 2), (STARDEW, 2)])
+
+    assert len(keys) == 4
+    # Keys arrive at 2.5 s, 5 s, 7.5 s and 10 s after the order: three polls of 4 s.
+    assert sleeper.pauses == [4.0, 4.0, 4.0]
+
+
+def test_keys_still_missing_after_key_wait_are_retryable_and_found_later(
+    http, server, sandbox, sleeper, clock
+):
+    sandbox.key_delay = 60.0
+    client = make_client(http, server, sleeper, key_wait=5.0, poll_interval=2.0)
+
+    with pytest.raises(SupplierUnavailable, match="keys not yet delivered") as caught:
+        client.fulfil(order_id="ord_1", lines=[(CSS, 3)])
+    assert caught.value.kind == "KeysPending"
+    assert sleeper.pauses == [2.0, 2.0, 1.0]
+
+    clock.advance(timedelta(minutes=1))
+    keys = client.fulfil(order_id="ord_1", lines=[(CSS, 3)])
+
+    assert len(keys) == 3
+    assert posts(sandbox) == ["ord_1"]
+
+
+def test_image_keys_are_decoded_to_png_bytes(client):
+    (key,) = client.fulfil(order_id="ord_1", lines=[(HOLLOW, 1)])
+
+    assert key.content_type == "image/png"
+    png = key.secret
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    length, kind = struct.unpack(">I4s", png[8:16])
+    assert (length, kind) == (13, b"IHDR")
+    assert struct.unpack(">II", png[16:24]) == (1, 1)
+    idat = png.index(b"IDAT")
+    (idat_length,) = struct.unpack(">I", png[idat - 4 : idat])
+    assert len(zlib.decompress(png[idat + 4 : idat + 4 + idat_length])) == 4  # filter + RGB
+    assert png.endswith(b"IEND\xaeB`\x82")
+
+
+@pytest.mark.parametrize("mode", ["503", "500", "429", "timeout"])
+def test_an_outage_of_three_calls_is_retryable_then_succeeds(client, sandbox, mode):
+    sandbox.outage(3, mode)
+
+    for _ in range(3):
+        with pytest.raises(SupplierUnavailable) as caught:
+            client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+        assert caught.value.retryable
+        assert API_KEY not in str(caught.value)
+
+    assert len(client.fulfil(order_id="ord_1", lines=[(CSS, 1)])) == 1
+    assert len(sandbox.orders) == 1
+
+
+def test_resource_lock_is_retryable(client, sandbox):
+    sandbox.outage(1, "resource_lock", method="POST")
+
+    with pytest.raises(SupplierUnavailable) as caught:
+        client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+
+    assert caught.value.kind == "ResourceLock"
+    assert caught.value.status == 409
+    assert len(client.fulfil(order_id="ord_1", lines=[(CSS, 1)])) == 1
+
+
+def test_insufficient_balance_needs_an_admin(client, sandbox):
+    sandbox.balance = Decimal("5.00")
+
+    with pytest.raises(SupplierError) as caught:
+        client.fulfil(order_id="ord_1", lines=[(STARDEW, 1)])
+
+    assert type(caught.value) is SupplierError
+    assert not caught.value.retryable
+    assert caught.value.kind == "InsufficientBalance"
+    assert sandbox.orders == []
+
+
+def test_a_product_out_of_stock_is_product_unavailable(client, sandbox):
+    sandbox.add_product(
+        KinguinProduct(product_id="rare", kinguin_id=7, name="Rare", price=Decimal(1), stock=1)
+    )
+
+    with pytest.raises(SupplierError) as caught:
+        client.fulfil(order_id="ord_1", lines=[("rare", 2)])
+
+    assert type(caught.value) is SupplierError
+    assert caught.value.kind == "ProductUnavailable"
+
+
+def test_an_unknown_product_is_not_retryable(client, sandbox):
+    with pytest.raises(SupplierError) as caught:
+        client.fulfil(order_id="ord_1", lines=[("no-such-product", 1)])
+
+    assert type(caught.value) is SupplierError
+    assert caught.value.status == 404
+    assert posts(sandbox) == []
+
+
+def test_a_wrong_api_key_is_an_authorization_error_without_the_key(http, server, sleeper):
+    wrong_key = "kg-wrong-key-fedcba9876543210"
+    client = KinguinClient(http, api_key=wrong_key, base_url=server.url, sleep=sleeper)
+
+    with pytest.raises(SupplierError) as caught:
+        client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+
+    assert type(caught.value) is SupplierError
+    assert caught.value.kind == "Authorization"
+    assert caught.value.status == 401
+    assert "Invalid authentication data." in str(caught.value)
+    assert wrong_key not in str(caught.value)
+    assert wrong_key not in repr(client)
+
+
+@pytest.mark.parametrize(
+    ("lines", "match"),
+    [
+        ([(f"p{n}", 1) for n in range(11)], "at most 10 per order"),
+        ([(CSS, 10)], "at most 9 of one product"),
+        ([(CSS, 5), (STARDEW, 1), (CSS, 5)], "at most 9 of one product"),
+        ([(CSS, 0)], "positive quantity"),
+        ([("", 1)], "positive quantity"),
+        ([], "nothing to buy"),
+    ],
+)
+def test_lines_beyond_kinguin_limits_are_refused_before_any_call(client, sandbox, lines, match):
+    with pytest.raises(SupplierError, match=match) as caught:
+        client.fulfil(order_id="ord_1", lines=lines)
+
+    assert not caught.value.retryable
+    assert sandbox.calls == []
+
+
+def test_a_refused_connection_is_retryable(http, sleeper):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = KinguinClient(http, api_key=API_KEY, base_url=f"http://127.0.0.1:{port}")
+
+    with pytest.raises(SupplierUnavailable) as caught:
+        client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+
+
+class FoundOrderApp:
+    """A supplier that already holds an order for ``ord_1`` and serves ``keys`` for it."""
+
+    def __init__(self, keys: list[dict[str, object]], *, status: str = "completed") -> None:
+        self.keys = keys
+        self.order = {
+            "orderId": "K1",
+            "orderExternalId": "ord_1",
+            "status": status,
+            "products": [{"productId": CSS, "qty": 1}],
+        }
+
+    def handle(self, request: SandboxRequest) -> SandboxResponse:
+        if request.path == "/v1/order":
+            body: object = {"results": [self.order], "item_count": 1}
+        elif request.path == "/v2/order/K1/keys":
+            body = self.keys if request.query.get("page") == "1" else []
+        else:
+            return SandboxResponse(status=500)
+        return SandboxResponse(status=200, body=json.dumps(body).encode())
+
+
+def fulfil_against(http, app) -> list:
+    with SandboxServer(app) as server:
+        client = KinguinClient(http, api_key=API_KEY, base_url=server.url, key_wait=0)
+        return client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+
+
+def key(**fields: object) -> dict[str, object]:
+    return {"id": "k1", "serial": "AAAAA-BBBBB-CCCCC", "type": "text/plain", "productId": CSS} | (
+        fields
+    )
+
+
+@pytest.mark.parametrize(
+    ("bad_key", "match"),
+    [
+        (key(type="image/png", serial="not base64!"), "not valid base64"),
+        (key(type="application/zip"), "unknown type"),
+        (key(serial=""), "no productId or serial"),
+        (key(productId=None), "no productId or serial"),
+    ],
+)
+def test_a_bad_key_is_not_retryable_and_never_quoted(http, bad_key, match):
+    with pytest.raises(SupplierError, match=match) as caught:
+        fulfil_against(http, FoundOrderApp([bad_key]))
+
+    assert caught.value.kind == "BadKey"
+    assert not caught.value.retryable
+    assert "not base64!" not in str(caught.value)
+
+
+def test_a_canceled_order_needs_an_admin(http):
+    with pytest.raises(SupplierError, match="is canceled") as caught:
+        fulfil_against(http, FoundOrderApp([key()], status="canceled"))
+    assert not caught.value.retryable
+
+
+def test_a_found_order_with_other_products_needs_an_admin(http):
+    app = FoundOrderApp([key()])
+    app.order["products"] = [{"productId": STARDEW, "qty": 1}]
+
+    with pytest.raises(SupplierError, match="other products"):
+        fulfil_against(http, app)
+
+
+def test_a_found_order_serves_its_keys(http):
+    (supplied,) = fulfil_against(http, FoundOrderApp([key()]))
+
+    assert supplied.secret == b"AAAAA-BBBBB-CCCCC"
+    assert supplied.product_ref == CSS
