@@ -239,6 +239,7 @@ def build_shop(settings: Settings, *, page_dir: Path | None = None) -> Shop:
             order_ttl=settings.order_ttl,
             key_url_ttl=settings.key_url_ttl,
             underpay_tolerance_percent=settings.underpay_tolerance_percent,
+            job_lease=settings.job_lease,
         ),
         new_id=lambda: secrets.token_hex(8),
         random=lambda: secrets.randbelow(1_000_001) / 1_000_000,

@@ -46,6 +46,7 @@ class Settings:
     key_url_ttl: timedelta
     underpay_tolerance_percent: Decimal
     pay_currency: str
+    job_lease: timedelta = timedelta(minutes=2)
     # Names of secrets generated (not read from the environment) in this start.
     generated: frozenset[str] = frozenset()
 
@@ -173,6 +174,7 @@ def load_settings(
         ),
         underpay_tolerance_percent=_decimal(env, "UNDERPAY_TOLERANCE_PERCENT", Decimal(0)),
         pay_currency=(env.get(PREFIX + "PAY_CURRENCY") or "btc").lower(),
+        job_lease=timedelta(seconds=_int(env, "JOB_LEASE_SECONDS", 120, low=1, high=24 * 3600)),
         generated=frozenset(stored.generated),
     )
     stored.save()
