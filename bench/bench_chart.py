@@ -13,11 +13,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "core"))
 
-from oracle_chart import OracleChart  # noqa: E402
-from statemachine.exceptions import TransitionNotAllowed  # noqa: E402
+from oracle_chart import OracleChart
+from statemachine.exceptions import TransitionNotAllowed
 
-from bitloot_core import chart  # noqa: E402
-from bitloot_core.chart import OrderStatus  # noqa: E402
+from bitloot_core import chart
+from bitloot_core.chart import OrderStatus
 
 # A realistic mix of (stored status, provider status, paid in full).
 CASES = [
@@ -68,7 +68,10 @@ def main(*, quick: bool = False) -> list[tuple[str, float, str]]:
     print(f"chart.decision          {ours_ns:10.0f} ns/IPN (target <= 1000 ns)")
     print(f"statemachine baseline   {baseline_ns:10.0f} ns/IPN")
     print(f"chart.decision speedup  {speedup:10.0f}x baseline (target >= 1000x)")
-    return [("chart.decision.speedup", speedup, ">= 1000"), ("chart.decision.ns", ours_ns, "<= 1000")]
+    return [
+        ("chart.decision.speedup", speedup, ">= 1000"),
+        ("chart.decision.ns", ours_ns, "<= 1000"),
+    ]
 
 
 if __name__ == "__main__":
