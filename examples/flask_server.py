@@ -8,25 +8,33 @@ server and the FastAPI one speak the same contract.
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from pathlib import Path
 
 from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server
 
 from bitloot_adapters.bootstrap import Shop
-from bitloot_adapters.http_api import HttpRequest, ShopApi
-from bitloot_adapters.serve import parse_args, prepare_shop
+from bitloot_adapters.http_api import HttpRequest, ShopApi, error_response
+from bitloot_adapters.serve import hide_url_tokens, parse_args, prepare_shop
 
 PAGE_DIR = Path(__file__).parent / "static"
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+WERKZEUG_CODES = {
+    HTTPStatus.NOT_FOUND: "not_found",
+    HTTPStatus.METHOD_NOT_ALLOWED: "method_not_allowed",
+    HTTPStatus.INTERNAL_SERVER_ERROR: "internal_error",
+}
 
 
 def create_app(shop: Shop) -> Flask:
     api = ShopApi(shop)
-    app = Flask("bitloot")
+    app = Flask("bitloot", static_folder=None)  # the page files are served by the API
+    hide_url_tokens()
 
-    @app.route("/", defaults={"path": ""}, methods=METHODS)
-    @app.route("/<path:path>", methods=METHODS)
+    @app.route("/", defaults={"path": ""}, methods=METHODS, provide_automatic_options=False)
+    @app.route("/<path:path>", methods=METHODS, provide_automatic_options=False)
     def dispatch(path: str) -> Response:
         del path
         answer = api.handle(
@@ -45,6 +53,15 @@ def create_app(shop: Shop) -> Flask:
             content_type=answer.content_type,
             headers=dict(answer.headers),
         )
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        # What werkzeug refuses before dispatch (a method no route takes, such as TRACE or
+        # OPTIONS) gets the contract's error shape too.
+        status = exc.code or HTTPStatus.BAD_REQUEST
+        code = WERKZEUG_CODES.get(status, "bad_request")
+        answer = error_response(status, code, exc.name.lower())
+        return Response(answer.body, status=answer.status, content_type=answer.content_type)
 
     return app
 

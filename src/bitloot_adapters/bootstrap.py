@@ -154,7 +154,11 @@ class Shop:
         }
 
     def kinguin_outage(self, failures: int) -> dict[str, object]:
-        self._sandbox().supplier.outage(failures, mode="503")
+        """The next ``failures`` Kinguin calls fail with 503; replaces any pending outage."""
+        supplier = self._sandbox().supplier
+        supplier.clear_outage()
+        if failures:
+            supplier.outage(failures, mode="503")
         return {"failures": failures}
 
     def close(self) -> None:

@@ -115,11 +115,13 @@ class FileVault:
             raise VaultError("the stored key belongs to another ref", code="key_corrupt", ref=ref)
         return secret, content_type.decode()
 
-    def url_for(self, ref: str, expires_at: datetime, now: datetime) -> str:
+    def url_for(self, ref: str, expires_at: datetime, now: datetime, nonce: str = "") -> str:
         """``{base_url}/keys/{token}``, valid until ``expires_at``."""
         if expires_at <= now:
             raise ValueError("a key URL must expire after now")
-        token = mint_key_token(secret=self._signing_key, ref=ref, expires_at=expires_at)
+        token = mint_key_token(
+            secret=self._signing_key, ref=ref, expires_at=expires_at, nonce=nonce
+        )
         return f"{self._base_url}/keys/{token}"
 
     def open(self, token: str, now: datetime) -> tuple[bytes, str]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,6 +42,7 @@ __all__ = ["MAX_URL_TTL", "S3Vault", "make_r2_client"]
 # SigV4 presigned URLs cannot live longer than this.
 MAX_URL_TTL = timedelta(days=7)
 _CONDITION_FAILED = 412
+_NONCE = re.compile(r"[A-Za-z0-9_-]{0,64}")
 
 
 def make_r2_client(
@@ -141,7 +143,7 @@ class S3Vault:
             raise _translate(exc, "reading the key", ref) from exc
         return secret, str(response.get("ContentType") or "application/octet-stream")
 
-    def url_for(self, ref: str, expires_at: datetime, now: datetime) -> str:
+    def url_for(self, ref: str, expires_at: datetime, now: datetime, nonce: str = "") -> str:
         """A presigned GET URL valid until ``expires_at`` (never longer), at least 1 second.
 
         Signing is local: no request is made. The URL serves the object with the content
@@ -149,6 +151,8 @@ class S3Vault:
         HEAD request per reveal would put a network round trip inside the caller's
         transaction).
         """
+        if not _NONCE.fullmatch(nonce):
+            raise ValueError("a nonce is at most 64 letters, digits, '_' or '-'")
         ttl = expires_at - now
         if ttl <= timedelta(0):
             raise ValueError("a key URL must expire after now")
@@ -159,7 +163,12 @@ class S3Vault:
         try:
             url: str = self._client.generate_presigned_url(
                 "get_object",
-                Params={"Bucket": self._bucket, "Key": self.object_key(ref)},
+                Params={
+                    "Bucket": self._bucket,
+                    "Key": self.object_key(ref),
+                    # Signed into the URL: names the download, and makes each URL new.
+                    "ResponseContentDisposition": f'inline; filename="key-{nonce or "0"}"',
+                },
                 ExpiresIn=seconds,
             )
         except (ClientError, BotoCoreError) as exc:

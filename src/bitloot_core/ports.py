@@ -148,8 +148,12 @@ class KeyVault(Protocol):
         """Store ``secret`` encrypted under ``ref``; putting the same ref again is a no-op."""
         ...
 
-    def url_for(self, ref: str, expires_at: datetime, now: datetime) -> str:
-        """A URL from which the key can be fetched until ``expires_at``."""
+    def url_for(self, ref: str, expires_at: datetime, now: datetime, nonce: str = "") -> str:
+        """A URL from which the key can be fetched until ``expires_at``.
+
+        ``nonce`` (letters, digits, ``_`` and ``-``) makes each URL distinct: the service
+        passes a fresh one per reveal, so every reveal hands out a new URL.
+        """
         ...
 
 

@@ -483,24 +483,27 @@ class Checkout:
     ) -> IpnResult:
         dedupe = ipn.dedupe_key(event)
         with self._store.transaction() as tx:
-            bound = self._bound_order(tx, event)
-            if isinstance(bound, str):
-                self._audit(tx, None, "ipn_refused", f"payment {event.payment_id}: {bound}")
+            order, payment, problem = self._bound_order(tx, event)
+            if problem is not None or order is None or payment is None:
+                # Logged under the order whose payment it names, so its admin view shows it.
+                subject = payment.order_id if payment is not None else None
+                self._audit(tx, subject, "ipn_refused", f"payment {event.payment_id}: {problem}")
                 result = IpnResult(
                     status_code=400,
                     outcome=WebhookOutcome.REJECTED,
-                    reason=f"IPN is not bound to an order of ours: {bound}",
+                    reason=f"IPN is not bound to an order of ours: {problem}",
                     code="unbound_webhook",
+                    order_id=subject,
                 )
             elif not tx.claim_ipn(dedupe, now):
                 result = IpnResult(
                     status_code=200,
                     outcome=WebhookOutcome.DUPLICATE,
                     reason="duplicate IPN: acknowledged, not applied",
-                    order_id=bound[0].id,
+                    order_id=order.id,
                 )
             else:
-                result = self._decide_and_store(tx, event, *bound, now=now)
+                result = self._decide_and_store(tx, event, order, payment, now=now)
             tx.log_webhook(
                 WebhookLogEntry(
                     received_at=now,
@@ -520,16 +523,16 @@ class Checkout:
         return result
 
     @staticmethod
-    def _bound_order(tx: StoreTx, event: Ipn) -> tuple[Order, Payment] | str:
-        """The order and payment this IPN is about, or why it is about none of ours."""
+    def _bound_order(tx: StoreTx, event: Ipn) -> tuple[Order | None, Payment | None, str | None]:
+        """The order and payment this IPN is about, and why it is not bound (None: bound)."""
         payment = tx.get_payment(event.payment_id)
         if payment is None and event.parent_payment_id is not None:
             payment = tx.get_payment(event.parent_payment_id)
         if payment is None:
-            return "no payment of ours has this payment_id"
+            return None, None, "no payment of ours has this payment_id"
         order = tx.get_order(payment.order_id)
         if order is None:  # pragma: no cover - payments are only stored with their order
-            return "the payment's order is missing"
+            return None, payment, "the payment's order is missing"
         problem = ipn.binding_problem(
             event,
             order_id=order.id,
@@ -537,7 +540,7 @@ class Checkout:
             price_amount=order.total,
             price_currency=order.currency,
         )
-        return problem if problem is not None else (order, payment)
+        return order, payment, problem
 
     def _decide_and_store(
         self, tx: StoreTx, event: Ipn, order: Order, payment: Payment, *, now: datetime
@@ -852,7 +855,9 @@ class Checkout:
             if not item.delivered:
                 raise InvalidState("this item has not been delivered yet", code="not_delivered")
             expires_at = now + self._config.key_url_ttl
-            urls = tuple(self._vault.url_for(k.ref, expires_at, now) for k in item.keys)
+            urls = tuple(
+                self._vault.url_for(k.ref, expires_at, now, nonce=self._new_id()) for k in item.keys
+            )
             tx.record_reveal(
                 Reveal(order_id=order_id, item_id=item_id, at=now, expires_at=expires_at)
             )

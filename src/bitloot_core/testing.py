@@ -123,7 +123,7 @@ class MemoryTx:
             and (flag is None or flag in o.flags)
             and (created_before is None or o.created_at <= created_before)
         ]
-        found.sort(key=lambda o: (o.created_at, o.id))
+        found.sort(key=lambda o: o.created_at)  # stable: ties keep insertion order
         return found[:limit]
 
     def count_orders_by_status(self) -> dict[OrderStatus, int]:
@@ -381,9 +381,11 @@ class MemoryVault:
     def put(self, ref: str, secret: bytes, content_type: str) -> None:
         self.keys.setdefault(ref, (secret, content_type))
 
-    def url_for(self, ref: str, expires_at: datetime, now: datetime) -> str:
+    def url_for(self, ref: str, expires_at: datetime, now: datetime, nonce: str = "") -> str:
         del now
-        token = mint_key_token(secret=self._signing_key, ref=ref, expires_at=expires_at)
+        token = mint_key_token(
+            secret=self._signing_key, ref=ref, expires_at=expires_at, nonce=nonce
+        )
         return f"memory://keys/{token}"
 
     def read(self, ref: str) -> tuple[bytes, str]:

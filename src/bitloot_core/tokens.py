@@ -2,8 +2,9 @@
 
 Pure: the secret and the current time are arguments. Tokens are
 ``base64url(payload) "." base64url(HMAC-SHA256(secret, payload))``; the payload is
-``ref "|" expiry-epoch-seconds``. Verification compares in constant time and never
-raises for a malformed token: it answers ``url_invalid`` or ``url_expired``.
+``ref "|" expiry-epoch-seconds "|" nonce``; the nonce makes every reveal's URL distinct.
+Verification compares in constant time and never raises for a malformed token: it
+answers ``url_invalid`` or ``url_expired``.
 """
 
 from __future__ import annotations
@@ -50,12 +51,13 @@ def _mac(secret: bytes, payload: bytes) -> bytes:
     return hmac.new(secret, b"key-url:" + payload, hashlib.sha256).digest()
 
 
-def mint_key_token(*, secret: bytes, ref: str, expires_at: datetime) -> str:
+def mint_key_token(*, secret: bytes, ref: str, expires_at: datetime, nonce: str = "") -> str:
     """A token granting ``ref`` until ``expires_at`` (whole seconds, rounded down)."""
     require_utc("expires_at", expires_at)
-    if _SEPARATOR in ref:
-        raise ValueError("a vault ref must not contain '|'")
-    payload = f"{ref}{_SEPARATOR}{int(expires_at.timestamp())}".encode()
+    if _SEPARATOR in ref or _SEPARATOR in nonce:
+        raise ValueError("a vault ref or nonce must not contain '|'")
+    expiry = int(expires_at.timestamp())
+    payload = f"{ref}{_SEPARATOR}{expiry}{_SEPARATOR}{nonce}".encode()
     return f"{_b64(payload)}.{_b64(_mac(secret, payload))}"
 
 
@@ -73,7 +75,7 @@ def verify_key_token(*, secret: bytes, token: str, now: datetime) -> TokenCheck:
     if not hmac.compare_digest(mac, _mac(secret, payload)):
         return invalid
     # The signature is ours, so the payload is well formed.
-    ref, _, expiry = payload.decode().rpartition(_SEPARATOR)
+    ref, expiry, _nonce = payload.decode().split(_SEPARATOR)
     expires_at = datetime.fromtimestamp(int(expiry), tz=UTC)
     problem = TokenProblem.EXPIRED if now >= expires_at else None
     return TokenCheck(ref=ref, expires_at=expires_at, problem=problem)

@@ -320,3 +320,14 @@ def test_the_repr_shows_no_keys(vault):
 def test_no_io_until_the_first_put(tmp_path):
     FileVault(tmp_path / "lazy", key=VAULT_KEY, signing_key=SIGNING_KEY, base_url=BASE_URL)
     assert not (tmp_path / "lazy").exists()
+
+
+def test_each_nonce_gives_a_new_url_for_the_same_key(vault):
+    vault.put("orders/o1/i1/0", KEY, "text/plain")
+    expires = NOW + timedelta(hours=3)
+    first = vault.url_for("orders/o1/i1/0", expires, NOW, nonce="a1")
+    second = vault.url_for("orders/o1/i1/0", expires, NOW, nonce="b2")
+    assert first != second
+    assert (
+        vault.open(token_of(first), NOW) == vault.open(token_of(second), NOW) == (KEY, "text/plain")
+    )

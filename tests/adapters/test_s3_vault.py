@@ -481,3 +481,20 @@ def test_make_r2_client_uses_the_r2_settings():
 
 def test_reprs_hold_no_client_secrets(r2):
     assert repr(S3Vault(r2, bucket="b")) == "S3Vault(bucket='b', prefix='keys/')"
+
+
+def test_each_nonce_gives_a_new_signed_url(vault, s3_gate, http):
+    vault.put("orders/o1/i1/0", KEY, "text/plain")
+    issued = now()
+    first = vault.url_for("orders/o1/i1/0", issued + timedelta(hours=3), issued, nonce="a1")
+    second = vault.url_for("orders/o1/i1/0", issued + timedelta(hours=3), issued, nonce="b2")
+    assert first != second
+    assert http.get(first).content == http.get(second).content == KEY
+    assert s3_gate.rejections == []
+    # The nonce is signed: changing it in the URL is refused.
+    assert http.get(first.replace("key-a1", "key-b2")).status_code == 403
+
+
+def test_a_nonce_must_be_url_safe(vault):
+    with pytest.raises(ValueError, match="nonce"):
+        vault.url_for("r", now() + timedelta(hours=1), now(), nonce='a"b')

@@ -395,6 +395,10 @@ def test_ipn_replayed_against_another_order_is_refused(kit: Kit) -> None:
     assert result.code == "unbound_webhook"
     assert status_of(kit, first)[0] is OrderStatus.WAITING
     assert status_of(kit, second)[0] is OrderStatus.WAITING
+    # Refused IPNs show in the admin view of the order whose payment they name.
+    refused = kit.checkout.admin_order(first.order.id).webhooks
+    assert [w.outcome for w in refused] == [WebhookOutcome.REJECTED] * 2
+    assert kit.checkout.admin_order(second.order.id).webhooks == []
 
 
 def test_repeated_deposit_names_the_parent_payment(kit: Kit) -> None:
@@ -575,6 +579,8 @@ def test_key_reveal_urls_expire_after_three_hours_and_can_be_renewed(kit: Kit) -
     run_jobs(kit)
     first = kit.checkout.reveal(created.order.id, item.id, created.access_token)
     assert first.expires_at == kit.clock.now() + timedelta(hours=3)
+    same_instant = kit.checkout.reveal(created.order.id, item.id, created.access_token)
+    assert same_instant.url != first.url, "every reveal hands out a new URL"
     token = first.url.removeprefix("memory://keys/")
     kit.clock.advance(timedelta(hours=3))
     with pytest.raises(KeyUrlRejected) as expired:
@@ -588,7 +594,7 @@ def test_key_reveal_urls_expire_after_three_hours_and_can_be_renewed(kit: Kit) -
     with pytest.raises(KeyUrlRejected) as invalid:
         kit.checkout.check_key_token(token[:-2] + "xx")
     assert invalid.value.code == "url_invalid"
-    assert len(kit.checkout.admin_order(created.order.id).reveals) == 2
+    assert len(kit.checkout.admin_order(created.order.id).reveals) == 3
 
 
 def test_order_access_needs_its_token(kit: Kit) -> None:

@@ -235,6 +235,10 @@ class KinguinSandbox:
         """The next ``failures`` API calls (matching ``method`` and ``path`` prefix) fail."""
         self._faults.outage(failures, mode, method=method, path=path)
 
+    def clear_outage(self) -> None:
+        """Cancel every planned failure still to come."""
+        self._faults.clear()
+
     # -- HTTP --------------------------------------------------------------------------
 
     def handle(self, request: SandboxRequest) -> SandboxResponse:
