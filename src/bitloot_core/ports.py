@@ -112,7 +112,10 @@ class StoreTx(Protocol):
 
 class Store(Protocol):
     def transaction(self) -> AbstractContextManager[StoreTx]:
-        """A read-modify-write transaction (``BEGIN IMMEDIATE`` in SQLite)."""
+        """A read-modify-write transaction (``BEGIN IMMEDIATE`` in SQLite).
+
+        Transactions do not nest; an exception inside rolls everything back.
+        """
         ...
 
 

@@ -69,10 +69,10 @@ class MemoryTx:
         self.t.products[product.id] = product
 
     def add_pool_keys(self, product_id: str, refs: Sequence[str]) -> int:
-        pool = self.t.pool.setdefault(product_id, [])
-        known = {ref for ref, _ in pool}
-        new = [ref for ref in refs if ref not in known]
-        pool.extend((ref, None) for ref in new)
+        # A ref names one key: it joins one pool once, whatever the product.
+        known = {ref for pool in self.t.pool.values() for ref, _ in pool}
+        new = list(dict.fromkeys(ref for ref in refs if ref not in known))
+        self.t.pool.setdefault(product_id, []).extend((ref, None) for ref in new)
         return len(new)
 
     def pool_size(self, product_id: str) -> int:
@@ -252,14 +252,22 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._tables = _Tables()
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
+        self._inside = threading.local()
 
     @contextmanager
     def transaction(self) -> Iterator[MemoryTx]:
+        """Transactions do not nest (as in SQLite): a nested one raises ``RuntimeError``."""
+        if getattr(self._inside, "active", False):
+            raise RuntimeError("transactions do not nest")
         with self._lock:
-            work = copy.deepcopy(self._tables)
-            yield MemoryTx(work)
-            self._tables = work
+            self._inside.active = True
+            try:
+                work = copy.deepcopy(self._tables)
+                yield MemoryTx(work)
+                self._tables = work
+            finally:
+                self._inside.active = False
 
 
 class SettableClock:
