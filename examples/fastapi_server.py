@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 
 from bitloot_adapters.bootstrap import Shop
 from bitloot_adapters.http_api import ROUTES, HttpRequest, HttpResponse, ShopApi, error_response
-from bitloot_adapters.serve import parse_args, prepare_shop
+from bitloot_adapters.serve import hide_url_tokens, parse_args, prepare_shop
 
 PAGE_DIR = Path(__file__).parent / "static"
 
@@ -44,7 +44,13 @@ def _to_response(answer: HttpResponse) -> Response:
 
 def create_app(shop: Shop) -> FastAPI:
     api = ShopApi(shop)
-    app = FastAPI(title="bitloot", summary="Crypto checkout for digital game keys")
+    hide_url_tokens()
+    # No slash redirects: a path the contract does not name is a 404, as on every server.
+    app = FastAPI(
+        title="bitloot",
+        summary="Crypto checkout for digital game keys",
+        redirect_slashes=False,
+    )
 
     async def endpoint(request: Request) -> Response:
         answer = await run_in_threadpool(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import io
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -28,8 +29,13 @@ from bitloot_core.values import JobState, Order, Payment
 if TYPE_CHECKING:
     from bitloot_adapters.bootstrap import Shop
 
+_log = logging.getLogger("bitloot.http")
+
 MAX_BODY_BYTES: Final = 64 * 1024
 MAX_OUTAGE_FAILURES: Final = 100
+# A sandbox payment's amount, in the pay currency: far above any order, far below what
+# would overflow the sandbox's arithmetic.
+MAX_SANDBOX_AMOUNT: Final = Decimal(10**12)
 JSON: Final = "application/json"
 SSE_POLL_SECONDS: Final = 0.5
 SSE_HEARTBEAT_SECONDS: Final = 15.0
@@ -133,9 +139,19 @@ def order_json(order: Order, payment: Payment | None) -> dict[str, object]:
 # --- request parsing ------------------------------------------------------------------------
 
 
+class BodyTooLarge(InvalidInput):
+    """A request body over ``MAX_BODY_BYTES``: 413 on every route, webhooks included."""
+
+    code = "body_too_large"
+    status_hint = 413
+
+    def __init__(self) -> None:
+        super().__init__(f"the body is larger than {MAX_BODY_BYTES} bytes")
+
+
 def _json_body(request: HttpRequest, *, optional: bool = False) -> dict[str, Any]:
     if len(request.body) > MAX_BODY_BYTES:
-        raise InvalidInput(f"the body is larger than {MAX_BODY_BYTES} bytes", code="body_too_large")
+        raise BodyTooLarge
     if not request.body.strip():
         if optional:
             return {}
@@ -246,6 +262,12 @@ class ShopApi:
                 response = route.handler(self, request, params)
             except BitlootError as exc:
                 response = error_response(exc.status_hint, exc.code, exc.message)
+            except Exception:  # noqa: BLE001 - a bug must still get the error shape
+                # A bug, not bad input: the traceback goes to the operator's log (route
+                # template only, never the request's path or body), the caller gets the
+                # contract's error shape.
+                _log.exception("unhandled error in %s %s", request.method, name)
+                response = error_response(500, "internal_error", "internal server error")
         self.shop.metrics.request(
             request.method, name, response.status, time.perf_counter() - started
         )
@@ -352,9 +374,7 @@ def webhook(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpR
     del params
     if len(request.body) > MAX_BODY_BYTES:
         api.checkout.handle_ipn(b"", {})  # audited as a bad signature; the body is not kept
-        return error_response(
-            413, "body_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes"
-        )
+        raise BodyTooLarge
     result = api.checkout.handle_ipn(request.body, request.headers)
     if result.status_code >= HTTPStatus.BAD_REQUEST:
         return error_response(result.status_code, result.code, result.reason)
@@ -514,6 +534,10 @@ def admin_jobs(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> Ht
 def sandbox_pay(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
     api.require_sandbox()
     amount = _decimal_field(_json_body(request, optional=True), "amount")
+    if amount is not None and not 0 < amount < MAX_SANDBOX_AMOUNT:
+        raise InvalidInput(
+            f"amount must be more than zero and below {MAX_SANDBOX_AMOUNT}", code="invalid_amount"
+        )
     return json_response(200, api.shop.sandbox_pay(params["payment_id"], amount))
 
 

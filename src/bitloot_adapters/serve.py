@@ -1,18 +1,58 @@
 """What both example servers share: flags, settings, building the shop, the start banner.
 
 The admin token is printed only when it was generated in this data dir; a token from the
-environment is never printed, and no other secret is ever printed or logged.
+environment is never printed, and no other secret is ever printed or logged. The web
+servers' access logs show request lines, and the customer page passes the order's access
+token as ``?token=`` (an ``EventSource`` cannot send headers) and key URLs carry their
+signed token in the path, so both servers hide those in their access logs with
+``hide_url_tokens``.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import re
 import sys
 from pathlib import Path
+from typing import Final
 
 from bitloot_adapters.bootstrap import Shop, build_shop
 from bitloot_adapters.logs import configure_logging
 from bitloot_adapters.settings import ConfigError, load_settings
+
+# The loggers that print request lines: werkzeug's (Flask) and uvicorn's access log.
+ACCESS_LOGGERS: Final = ("werkzeug", "uvicorn.access")
+# An access token in a query string, and a signed key URL (as good as the key until it
+# expires).
+_TOKENS = re.compile(r"([?&][A-Za-z_]*token=|/keys/)[^&?\s\"]*", re.IGNORECASE)
+REDACTED: Final = "[redacted]"
+
+
+def redact_url_tokens(text: str) -> str:
+    """``text`` with every ``token=``-like query value and key-URL token blanked."""
+    return _TOKENS.sub(rf"\1{REDACTED}", text)
+
+
+class UrlTokenFilter(logging.Filter):
+    """Blanks ``?token=...`` and ``/keys/...`` in a log record's message and arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_url_tokens(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_url_tokens(arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
+
+
+def hide_url_tokens() -> None:
+    """Install ``UrlTokenFilter`` on the access loggers (once)."""
+    for name in ACCESS_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, UrlTokenFilter) for f in logger.filters):
+            logger.addFilter(UrlTokenFilter())
 
 
 def parse_args(

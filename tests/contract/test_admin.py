@@ -1,0 +1,399 @@
+"""The admin API: lists and filters, the order view, retry, resolve, key pools, dead jobs."""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal
+
+import pytest
+from flow import (
+    GIFT_CARD,
+    SOLD_OUT,
+    STARDEW,
+    admin_order,
+    admin_orders,
+    advance,
+    assert_error,
+    buy,
+    create_order,
+    get_order,
+    key_path,
+    open_payment,
+    pay,
+    reveal,
+    snapshot,
+    wait_for,
+)
+
+from support.servers import RunningServer
+
+
+def dead_jobs(server: RunningServer) -> list[dict]:
+    response = server.http.get("/api/admin/jobs", params={"state": "dead"}, headers=server.admin)
+    assert response.status_code == 200, response.text
+    jobs: list[dict] = response.json()
+    assert all(job["state"] == "dead" for job in jobs)
+    return jobs
+
+
+def paid(server: RunningServer, product: str, amount: str | None = None) -> dict:
+    order = create_order(server, product)
+    payment = open_payment(server, order)
+    pay(server, payment["id"], amount)
+    return order | {"payment_id": payment["id"]}
+
+
+def wait_dead(server: RunningServer, order: dict, *, step: float = 30, rounds: int = 30) -> dict:
+    """Move the clock until the order's fulfillment job is dead."""
+    for _ in range(rounds):
+        if any(j["key"] == f"fulfill:{order['id']}" for j in dead_jobs(server)):
+            return wait_for(
+                server, order, "paid", until=lambda o: "fulfillment_failed" in o["flags"]
+            )
+        advance(server, step)
+    pytest.fail("the fulfillment job never died")
+
+
+def job_state(view: dict, key: str) -> str | None:
+    return next((j["state"] for j in view["jobs"] if j["key"] == key), None)
+
+
+def wait_admin(server: RunningServer, order_id: str, until, timeout: float = 10) -> dict:
+    deadline = time.monotonic() + timeout
+    while not until(view := admin_order(server, order_id)):
+        assert time.monotonic() < deadline, view
+        time.sleep(0.03)
+    return view
+
+
+def retry(server: RunningServer, order_id: str):
+    return server.http.post(f"/api/admin/orders/{order_id}/retry-fulfillment", headers=server.admin)
+
+
+def resolve(server: RunningServer, order_id: str, body: dict):
+    return server.http.post(
+        f"/api/admin/orders/{order_id}/resolve", json=body, headers=server.admin
+    )
+
+
+def add_keys(server: RunningServer, product: str, keys: list):
+    return server.http.post(
+        f"/api/admin/products/{product}/keys", json={"keys": keys}, headers=server.admin
+    )
+
+
+# --- lists ----------------------------------------------------------------------------------
+
+
+def test_order_list_filters_by_status_and_flag(server: RunningServer) -> None:
+    fulfilled = buy(server, GIFT_CARD)
+    created = create_order(server, GIFT_CARD)
+    failed = paid(server, SOLD_OUT)
+    wait_for(server, failed, "paid", until=lambda o: "fulfillment_failed" in o["flags"])
+    everything = admin_orders(server)
+    assert {o["id"] for o in everything} == {fulfilled["id"], created["id"], failed["id"]}
+    assert all("access_token" not in o for o in everything)
+    assert [o["id"] for o in admin_orders(server, status="fulfilled")] == [fulfilled["id"]]
+    assert [o["id"] for o in admin_orders(server, status="created")] == [created["id"]]
+    assert admin_orders(server, status="expired") == []
+    assert [o["id"] for o in admin_orders(server, flag="fulfillment_failed")] == [failed["id"]]
+    assert admin_orders(server, flag="paid_late") == []
+    both = admin_orders(server, status="paid", flag="fulfillment_failed")
+    assert [o["id"] for o in both] == [failed["id"]]
+    # An empty filter is no filter.
+    assert len(admin_orders(server, status="", flag="")) == 3
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ({"status": "bogus"}, "invalid_status"),
+        ({"status": "FULFILLED"}, "invalid_status"),
+        ({"flag": "bogus"}, "invalid_flag"),
+        ({"status": "paid", "flag": "nope"}, "invalid_flag"),
+    ],
+)
+def test_order_list_refuses_unknown_filter_values(shared_server, query, code) -> None:
+    response = shared_server.http.get(
+        "/api/admin/orders", params=query, headers=shared_server.admin
+    )
+    assert_error(response, 400, code)
+
+
+def test_job_list_refuses_an_unknown_state(shared_server: RunningServer) -> None:
+    response = shared_server.http.get(
+        "/api/admin/jobs", params={"state": "zombie"}, headers=shared_server.admin
+    )
+    assert_error(response, 400, "invalid_state")
+
+
+# --- the order view -------------------------------------------------------------------------
+
+
+def test_order_view_has_audit_trail_webhook_log_jobs_and_reveals(server: RunningServer) -> None:
+    order = buy(server, GIFT_CARD)
+    reveal(server, order)
+    email_job = f"completion_email:{order['id']}"
+    view = wait_admin(server, order["id"], lambda v: job_state(v, email_job) == "done")
+    assert view["id"] == order["id"]
+    assert view["status"] == "fulfilled"
+    assert view["payment"]["id"] == order["payment_id"]
+    assert view["payment"]["status"] == "finished"
+    assert "access_token" not in view
+    actions = [a["action"] for a in view["audit"]]
+    for action in ("order_created", "payment_opened", "email_sent", "key_revealed"):
+        assert action in actions, actions
+    assert all({"at", "action", "detail", "actor"} <= set(a) for a in view["audit"])
+    assert [w["provider_status"] for w in view["webhooks"]] == [
+        "waiting",
+        "confirming",
+        "confirmed",
+        "sending",
+        "finished",
+    ]
+    assert {w["outcome"] for w in view["webhooks"]} <= {"applied", "ignored"}
+    jobs = {j["key"]: j for j in view["jobs"]}
+    assert jobs[f"fulfill:{order['id']}"]["state"] == "done"
+    assert jobs[f"completion_email:{order['id']}"]["state"] == "done"
+    assert len(view["reveals"]) == 1
+    assert view["reveals"][0]["item_id"] == order["items"][0]["id"]
+    # No key material in the admin view.
+    key = server.http.get(key_path(reveal(server, order).json()["url"])).text
+    assert key not in json.dumps(view)
+
+
+def test_order_view_of_an_unknown_order_is_404(shared_server: RunningServer) -> None:
+    response = shared_server.http.get("/api/admin/orders/nope", headers=shared_server.admin)
+    assert_error(response, 404, "not_found")
+
+
+# --- retry after fulfillment_failed ---------------------------------------------------------
+
+
+def test_retry_fulfillment_after_a_kinguin_outage(server: RunningServer) -> None:
+    # Each attempt's first Kinguin call fails: five failures use up the five attempts.
+    outage = server.http.post("/sandbox/kinguin/outage", json={"failures": 5})
+    assert outage.status_code == 200
+    order = paid(server, STARDEW)
+    failed = wait_dead(server, order)
+    assert failed["status"] == "paid"
+    assert failed["items"][0]["delivered"] is False
+    [job] = [j for j in dead_jobs(server) if j["order_id"] == order["id"]]
+    assert job["attempts"] == 5
+    assert job["last_error"]
+    response = retry(server, order["id"])
+    assert response.status_code == 200
+    assert "fulfillment_failed" not in response.json()["flags"]
+    done = wait_for(server, order, "fulfilled")
+    assert done["flags"] == []
+    assert dead_jobs(server) == []
+    actions = [a["action"] for a in admin_order(server, order["id"])["audit"]]
+    assert "admin_retry_fulfillment" in actions
+
+
+def test_outage_of_zero_clears_pending_failures(server: RunningServer) -> None:
+    assert server.http.post("/sandbox/kinguin/outage", json={"failures": 50}).status_code == 200
+    order = paid(server, STARDEW)
+    wait_dead(server, order)
+    assert server.http.post("/sandbox/kinguin/outage", json={"failures": 0}).status_code == 200
+    assert retry(server, order["id"]).status_code == 200
+    key = f"fulfill:{order['id']}"
+
+    def tried(view: dict) -> bool:
+        job = next(j for j in view["jobs"] if j["key"] == key)
+        return job["state"] == "done" or (job["state"] == "pending" and job["attempts"] >= 1)
+
+    wait_admin(server, order["id"], tried)
+    assert job_state(admin_order(server, order["id"]), key) == "done"
+    assert wait_for(server, order)["status"] == "fulfilled"
+
+
+def test_retry_is_refused_for_an_order_that_is_not_stuck(server: RunningServer) -> None:
+    created = create_order(server, GIFT_CARD)
+    assert_error(retry(server, created["id"]), 409, "invalid_state")
+    done = buy(server, GIFT_CARD)
+    assert_error(retry(server, done["id"]), 409, "invalid_state")
+    assert_error(retry(server, "no-such-order"), 404, "not_found")
+    assert get_order(server, done)["status"] == "fulfilled"
+
+
+# --- the key pool ---------------------------------------------------------------------------
+
+
+def test_empty_pool_dead_letters_then_added_keys_and_a_retry_fulfil(
+    server: RunningServer,
+) -> None:
+    order = paid(server, SOLD_OUT)
+    stuck = wait_for(server, order, "paid", until=lambda o: "fulfillment_failed" in o["flags"])
+    assert stuck["items"][0]["delivered"] is False
+    [job] = [j for j in dead_jobs(server) if j["order_id"] == order["id"]]
+    assert job["key"] == f"fulfill:{order['id']}"
+    assert "pool_empty" in job["last_error"]
+    assert [o["id"] for o in admin_orders(server, flag="fulfillment_failed")] == [order["id"]]
+
+    response = add_keys(server, SOLD_OUT, ["FOUNDER-1", "FOUNDER-2"])
+    assert response.status_code == 201
+    assert response.json() == {"added": 2}
+    products = {p["id"]: p for p in server.http.get("/api/products").json()}
+    assert products[SOLD_OUT]["available"] is True
+
+    assert retry(server, order["id"]).status_code == 200
+    done = wait_for(server, order, "fulfilled")
+    assert done["flags"] == []
+    key = server.http.get(key_path(reveal(server, done | order).json()["url"])).text
+    assert key in {"FOUNDER-1", "FOUNDER-2"}
+    assert dead_jobs(server) == []
+
+
+@pytest.mark.parametrize(
+    ("product", "body", "status", "code"),
+    [
+        (STARDEW, {"keys": ["K-1"]}, 400, "not_custom"),
+        ("no-such-product", {"keys": ["K-1"]}, 404, "not_found"),
+        (GIFT_CARD, {"keys": []}, 400, None),
+        (GIFT_CARD, {"keys": [""]}, 400, None),
+        (GIFT_CARD, {"keys": ["   "]}, 400, None),
+        (GIFT_CARD, {"keys": "K-1"}, 400, "invalid_keys"),
+        (GIFT_CARD, {"keys": [1, 2]}, 400, "invalid_keys"),
+        (GIFT_CARD, {"keys": None}, 400, "invalid_keys"),
+        (GIFT_CARD, {}, 400, "invalid_keys"),
+        (GIFT_CARD, {"keys": ["x" * 5000]}, 400, None),
+    ],
+)
+def test_adding_pool_keys_refuses_bad_input(
+    shared_server: RunningServer, product, body, status, code
+) -> None:
+    server = shared_server
+    before = server.http.get("/api/products").json()
+    response = server.http.post(
+        f"/api/admin/products/{product}/keys", json=body, headers=server.admin
+    )
+    assert_error(response, status, code)
+    assert server.http.get("/api/products").json() == before
+
+
+# --- resolve --------------------------------------------------------------------------------
+
+
+def short_amount(server: RunningServer, order: dict, fraction: str = "0.5") -> str:
+    payment = open_payment(server, order)
+    return str((Decimal(payment["pay_amount"]) * Decimal(fraction)).quantize(Decimal("1e-8")))
+
+
+def underpaid(server: RunningServer, product: str = GIFT_CARD) -> dict:
+    order = create_order(server, product)
+    amount = short_amount(server, order)
+    payment_id = get_order(server, order)["payment"]["id"]
+    statuses = [i["status"] for i in pay(server, payment_id, amount)]
+    assert statuses == ["waiting", "confirming", "partially_paid"]
+    short = wait_for(server, order, "underpaid")
+    assert short["payment"]["status"] == "underpaid"
+    assert Decimal(short["payment"]["actually_paid"]) == Decimal(amount)
+    return order
+
+
+def test_resolve_an_underpaid_order_by_fulfilling(server: RunningServer) -> None:
+    order = underpaid(server)
+    assert [o["id"] for o in admin_orders(server, status="underpaid")] == [order["id"]]
+    response = resolve(server, order["id"], {"action": "fulfill", "note": "paid the rest by hand"})
+    assert response.status_code == 200
+    assert response.json()["status"] == "paid"
+    assert "marked" in response.json()["flags"]
+    done = wait_for(server, order, "fulfilled")
+    assert "marked" in done["flags"]
+    audit = admin_order(server, order["id"])["audit"]
+    decisions = [a for a in audit if a["detail"] == "paid the rest by hand"]
+    assert [(a["action"], a["actor"]) for a in decisions] == [("admin_fulfill", "admin")]
+
+
+def test_resolve_an_underpaid_order_by_refunding(server: RunningServer) -> None:
+    order = underpaid(server)
+    response = resolve(server, order["id"], {"action": "refund", "note": "sent back"})
+    assert response.status_code == 200
+    refunded = get_order(server, order)
+    assert refunded["status"] == "failed"
+    assert {"marked", "refunded"} <= set(refunded["flags"])
+    # Decided once: a second decision is refused.
+    assert_error(resolve(server, order["id"], {"action": "fulfill", "note": ""}), 409)
+
+
+def test_resolve_refuses_orders_that_are_not_held_and_bad_bodies(server: RunningServer) -> None:
+    created = create_order(server, GIFT_CARD)
+    assert_error(
+        resolve(server, created["id"], {"action": "fulfill", "note": ""}), 409, "invalid_state"
+    )
+    assert_error(resolve(server, "nope", {"action": "fulfill", "note": ""}), 404, "not_found")
+    held = underpaid(server)
+    before = snapshot(server)
+    for body in (
+        {"action": "ship", "note": ""},
+        {"action": None},
+        {"note": "no action"},
+        {"action": "fulfill", "note": 5},
+        {"action": "fulfill", "note": "x" * 2001},
+        {"action": ["fulfill"]},
+    ):
+        assert_error(resolve(server, held["id"], body), 400)
+    assert snapshot(server) == before
+    assert get_order(server, held)["status"] == "underpaid"
+
+
+def test_resolve_a_paid_late_order(server: RunningServer) -> None:
+    order = create_order(server, GIFT_CARD)
+    payment = open_payment(server, order)
+    advance(server, 61 * 60)
+    assert get_order(server, order)["status"] == "expired"
+    pay(server, payment["id"])
+    late = wait_for(server, order, "expired", until=lambda o: "paid_late" in o["flags"])
+    assert [o["id"] for o in admin_orders(server, flag="paid_late")] == [order["id"]]
+    response = resolve(server, order["id"], {"action": "fulfill", "note": "honour it"})
+    assert response.status_code == 200
+    done = wait_for(server, late | order, "fulfilled")
+    assert "paid_late" not in done["flags"]
+
+
+# --- admin auth -----------------------------------------------------------------------------
+
+ADMIN_ROUTES = [
+    ("GET", "/api/admin/orders", None),
+    ("GET", "/api/admin/orders?status=paid", None),
+    ("GET", "/api/admin/orders/{id}", None),
+    ("POST", "/api/admin/orders/{id}/retry-fulfillment", None),
+    ("POST", "/api/admin/orders/{id}/resolve", {"action": "refund", "note": "x"}),
+    ("POST", f"/api/admin/products/{GIFT_CARD}/keys", {"keys": ["STOLEN-1"]}),
+    ("GET", "/api/admin/jobs?state=dead", None),
+    ("GET", "/api/admin/jobs", None),
+]
+
+
+def test_every_admin_route_needs_the_admin_token(shared_server: RunningServer) -> None:
+    server = shared_server
+    order = underpaid(server)
+    right = server.shop.settings.admin_token
+    wrong_auth = [
+        {},
+        {"authorization": "Bearer wrong"},
+        {"authorization": f"Bearer {right[:-1]}"},
+        {"authorization": f"Bearer {right}x"},
+        {"authorization": "Bearer"},
+        {"authorization": right},
+        {"authorization": f"Basic {right}"},
+        {"authorization": "Bearer é".encode()},
+    ]
+    before = snapshot(server)
+    products = server.http.get("/api/products").json()
+    for method, template, body in ADMIN_ROUTES:
+        path = template.replace("{id}", order["id"])
+        for headers in wrong_auth:
+            response = server.http.request(method, path, json=body, headers=headers)
+            assert_error(response, 401, "unauthorized")
+        # The admin token is not accepted in the query string.
+        response = server.http.request(method, path, json=body, params={"token": right})
+        assert_error(response, 401, "unauthorized")
+        # The customer's access token is not an admin token.
+        customer = {"authorization": f"Bearer {order['access_token']}"}
+        assert_error(server.http.request(method, path, json=body, headers=customer), 401)
+    assert snapshot(server) == before
+    assert server.http.get("/api/products").json() == products
+    assert get_order(server, order)["status"] == "underpaid"
