@@ -27,6 +27,7 @@ unit: $(STAMP)
 
 test: lint typecheck $(STAMP)
 	$(BIN)/pytest --cov --cov-report=term $(if $(CI),-p no:cacheprovider,)
+	$(BIN)/coverage report --include='*/bitloot_core/*' --fail-under=100 --skip-covered
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

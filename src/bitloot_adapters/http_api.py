@@ -38,7 +38,6 @@ MAX_OUTAGE_FAILURES: Final = 100
 MAX_SANDBOX_AMOUNT: Final = Decimal(10**12)
 JSON: Final = "application/json"
 SSE_POLL_SECONDS: Final = 0.5
-SSE_HEARTBEAT_SECONDS: Final = 15.0
 SSE_MAX_SECONDS: Final = 30 * 60.0
 # Customer-facing wording of each status (the seed's words).
 STATUS_TEXT: Final = {
@@ -291,8 +290,8 @@ class ShopApi:
 
 @_route("GET", "/healthz")
 def healthz(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
-    del api, request, params
-    return json_response(200, {"status": "ok"})
+    del request, params
+    return json_response(200, {"status": "ok", "sandbox": api.shop.sandbox is not None})
 
 
 @_route("GET", "/metrics")
@@ -394,13 +393,16 @@ def events(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpRe
 
 
 def _status_stream(api: ShopApi, order_id: str, token: str | None) -> Iterator[bytes]:
-    """One ``status`` event per change of the order, until it can change no more."""
+    """One ``status`` event per change of the order, until it can change no more.
+
+    Between changes it writes a comment line on every poll: that is how a server learns
+    a client went away (the write fails), so an abandoned stream ends within a poll.
+    """
     last: tuple[object, ...] | None = None
-    started = last_beat = time.monotonic()
+    started = time.monotonic()
     yield b"retry: 2000\n\n"
     while time.monotonic() - started < SSE_MAX_SECONDS:
         view = api.checkout.get_order(order_id, token)
-        data = order_json(view.order, view.payment)
         state = (
             view.order.status,
             view.order.flags,
@@ -409,14 +411,14 @@ def _status_stream(api: ShopApi, order_id: str, token: str | None) -> Iterator[b
         )
         if state != last:
             last = state
-            payload = json.dumps(data, separators=(",", ":"), default=_json_default)
+            payload = json.dumps(
+                order_json(view.order, view.payment), separators=(",", ":"), default=_json_default
+            )
             yield f"event: status\ndata: {payload}\n\n".encode()
-            last_beat = time.monotonic()
+        else:
+            yield b":\n\n"
         if view.order.status in TERMINAL:
             return  # nothing automatic changes it now; the page polls for admin changes
-        if time.monotonic() - last_beat >= SSE_HEARTBEAT_SECONDS:
-            yield b": keep-alive\n\n"
-            last_beat = time.monotonic()
         time.sleep(SSE_POLL_SECONDS)
 
 

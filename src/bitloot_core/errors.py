@@ -46,9 +46,6 @@ class BitlootError(Exception):
         if code is not None:
             self.code = code  # type: ignore[misc]  # a finer wire code for this instance
 
-    def to_dict(self) -> dict[str, object]:
-        return {"code": self.code, "message": self.message}
-
 
 class BadRequest(BitlootError):
     code = "bad_request"

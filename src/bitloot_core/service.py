@@ -301,11 +301,10 @@ class Checkout:
                 "this Idempotency-Key was used with a different request", order_id=decision.order_id
             )
         if decision.decision is idempotency.Decision.REPLAY and decision.order_id is not None:
-            order = tx.get_order(decision.order_id)
-            if order is not None:
-                return CreatedOrder(
-                    order=order, access_token=self._access_token(order.id), replayed=True
-                )
+            order = self._order(tx, decision.order_id)
+            return CreatedOrder(
+                order=order, access_token=self._access_token(order.id), replayed=True
+            )
         if existing is not None:
             tx.delete_idempotency_before(now - self._config.idempotency_retention)
         return None
@@ -350,7 +349,7 @@ class Checkout:
     def get_order(self, order_id: str, access_token: str | None) -> OrderView:
         with self._store.transaction() as tx:
             order = self._authorised_order(tx, order_id, access_token)
-            payment = tx.get_payment(order.payment_id) if order.payment_id else None
+            payment = self._payment_of(tx, order)
         return OrderView(order=order, payment=payment)
 
     @staticmethod
@@ -367,10 +366,9 @@ class Checkout:
         """Open the order's payment with the provider (the widget); again returns the same."""
         with self._store.transaction() as tx:
             order = self._authorised_order(tx, order_id, access_token)
-            if order.payment_id is not None:
-                payment = tx.get_payment(order.payment_id)
-                if payment is not None:
-                    return OpenedPaymentResult(payment=payment, created=False)
+            existing = self._payment_of(tx, order)
+            if existing is not None:
+                return OpenedPaymentResult(payment=existing, created=False)
         if order.status is not OrderStatus.CREATED:
             raise InvalidState(f"an order in status {order.status} cannot open a payment")
         opened = self._gateway.create_payment(
@@ -397,14 +395,11 @@ class Checkout:
             updated_at=now,
         )
         with self._store.transaction() as tx:
-            current = tx.get_order(order.id)
-            if current is None:  # pragma: no cover - orders are never deleted
-                raise NotFound(f"no order {order.id!r}")
-            if current.payment_id is not None:
+            current = self._order(tx, order.id)
+            existing = self._payment_of(tx, current)
+            if existing is not None:
                 # Another request opened one meanwhile; keep that one, bound to the order.
-                existing = tx.get_payment(current.payment_id)
-                if existing is not None:
-                    return OpenedPaymentResult(payment=existing, created=False)
+                return OpenedPaymentResult(payment=existing, created=False)
             transition = chart.apply(current.status, current.flags, OrderEvent.PAYMENT_OPENED)
             if not transition.applied:
                 raise InvalidState(f"an order in status {current.status} cannot open a payment")
@@ -653,15 +648,14 @@ class Checkout:
             failure = AdapterError(f"{type(exc).__name__} in {job.kind}")
             return self._job_failed(job, failure, schedule)
         with self._store.transaction() as tx:
-            self._finish_job(tx, job, JobState.DONE, None)
+            current = tx.get_job(job.key)
+            if current is None or current.version != job.version:
+                # The lease ran out and another worker owns the job now; its work was the
+                # same (every step is safe to repeat), so there is nothing to undo.
+                return JobRun(key=job.key, outcome="lost_lease")
+            tx.update_job(replace(current, state=JobState.DONE, lease_until=None))
         self._observer.observe("job_done", job=job.key, attempt=job.attempts)
         return JobRun(key=job.key, outcome="done")
-
-    def _finish_job(self, tx: StoreTx, job: Job, state: JobState, error: str | None) -> None:
-        current = tx.get_job(job.key)
-        if current is None or current.version != job.version:
-            return  # the lease ran out and another worker owns the job now
-        tx.update_job(replace(current, state=state, lease_until=None, last_error=error))
 
     def _job_failed(self, job: Job, exc: BitlootError, schedule: rules.RetrySchedule) -> JobRun:
         now = self._clock.now()
@@ -700,11 +694,9 @@ class Checkout:
         return JobRun(key=job.key, outcome=outcome, error=error)
 
     def _transition(self, tx: StoreTx, order_id: str, event: OrderEvent, now: datetime) -> Order:
-        order = tx.get_order(order_id)
-        if order is None:
-            raise NotFound(f"no order {order_id!r}")
+        order = self._order(tx, order_id)
         transition = chart.apply(order.status, order.flags, event)
-        if not transition.applied:
+        if not transition.applied:  # pragma: no cover - callers check the status in this tx
             self._audit(tx, order_id, "event_ignored", f"{event} on {order.status}")
             return order
         updated = tx.update_order(
@@ -718,9 +710,9 @@ class Checkout:
 
     def _fulfil(self, order_id: str) -> None:
         with self._store.transaction() as tx:
-            order = tx.get_order(order_id)
-        if order is None or order.status is not OrderStatus.PAID:
-            return  # fulfilled already, or resolved otherwise: nothing to do
+            order = self._order(tx, order_id)
+        if order.status is not OrderStatus.PAID:
+            return  # fulfilled already (a job run again after a crash): nothing to do
         delivered = {item.id: item.keys for item in order.items if item.delivered}
         kinguin = [i for i in order.items if i.source is ProductSource.KINGUIN and not i.delivered]
         if kinguin:
@@ -730,9 +722,9 @@ class Checkout:
                 delivered[item.id] = self._claim_from_pool(order, item)
         now = self._clock.now()
         with self._store.transaction() as tx:
-            current = tx.get_order(order_id)
-            if current is None or current.status is not OrderStatus.PAID:
-                return
+            current = self._order(tx, order_id)
+            if current.status is not OrderStatus.PAID:
+                return  # another worker, which took over the job, fulfilled it meanwhile
             items = tuple(replace(i, keys=delivered.get(i.id, i.keys)) for i in current.items)
             tx.update_order(replace(current, items=items, updated_at=now))
             self._transition(tx, order_id, OrderEvent.FULFILLMENT_DONE, now)
@@ -782,9 +774,7 @@ class Checkout:
     def _send_completion_email(self, order_id: str) -> None:
         now = self._clock.now()
         with self._store.transaction() as tx:
-            order = tx.get_order(order_id)
-            if order is None:
-                return
+            order = self._order(tx, order_id)
             record = tx.get_email(order_id, COMPLETION_EMAIL)
             if record is None:
                 record = EmailRecord(
@@ -887,12 +877,10 @@ class Checkout:
                 if not rules.is_abandoned(order, now=now, ttl=self._config.order_ttl):
                     continue  # pragma: no cover - the store already filtered
                 self._transition(tx, order.id, OrderEvent.SWEEP_EXPIRED, now)
-                if order.payment_id is not None:
-                    payment = tx.get_payment(order.payment_id)
-                    if payment is not None and payment.status not in chart.PAYMENT_FINAL:
-                        tx.update_payment(
-                            replace(payment, status=PaymentStatus.FAILED, updated_at=now)
-                        )
+                payment = self._payment_of(tx, order)
+                if payment is not None:
+                    # Sweepable orders have no news from the provider: the payment is open.
+                    tx.update_payment(replace(payment, status=PaymentStatus.FAILED, updated_at=now))
                 expired.append(order.id)
         if expired:
             self._observer.observe("swept", count=len(expired))
@@ -900,9 +888,7 @@ class Checkout:
 
     def admin_order(self, order_id: str) -> AdminOrderView:
         with self._store.transaction() as tx:
-            order = tx.get_order(order_id)
-            if order is None:
-                raise NotFound(f"no order {order_id!r}")
+            order = self._order(tx, order_id)
             return AdminOrderView(
                 order=order,
                 payments=tx.list_payments(order_id=order_id),
@@ -926,9 +912,7 @@ class Checkout:
         """Re-enqueue fulfillment of a paid order whose retries ran out."""
         now = self._clock.now()
         with self._store.transaction() as tx:
-            order = tx.get_order(order_id)
-            if order is None:
-                raise NotFound(f"no order {order_id!r}")
+            order = self._order(tx, order_id)
             if order.status is not OrderStatus.PAID:
                 raise InvalidState(f"only a paid order can be retried, this one is {order.status}")
             self._audit(tx, order_id, "admin_retry_fulfillment", "re-enqueued", actor=actor)
@@ -943,9 +927,7 @@ class Checkout:
             raise InvalidInput(f"note must be a string of at most {MAX_NOTE_LENGTH} characters")
         now = self._clock.now()
         with self._store.transaction() as tx:
-            order = tx.get_order(order_id)
-            if order is None:
-                raise NotFound(f"no order {order_id!r}")
+            order = self._order(tx, order_id)
             held = order.status is OrderStatus.UNDERPAID or Flag.PAID_LATE in order.flags
             transition = chart.apply(order.status, order.flags, events[action])
             if not held or not transition.applied:
@@ -953,6 +935,18 @@ class Checkout:
                 raise InvalidState(msg)
             self._audit(tx, order_id, f"admin_{action}", note or "-", actor=actor)
             return self._transition(tx, order_id, events[action], now)
+
+    @staticmethod
+    def _payment_of(tx: StoreTx, order: Order) -> Payment | None:
+        """The payment bound to ``order`` (stored with it, so never missing once bound)."""
+        return tx.get_payment(order.payment_id) if order.payment_id is not None else None
+
+    @staticmethod
+    def _order(tx: StoreTx, order_id: str) -> Order:
+        order = tx.get_order(order_id)
+        if order is None:
+            raise NotFound(f"no order {order_id!r}")
+        return order
 
     def _audit(
         self, tx: StoreTx, order_id: str | None, action: str, detail: str, *, actor: str = "system"

@@ -77,7 +77,7 @@ def _serve_flask(shop: Shop, port: int) -> tuple[threading.Thread, object]:
 
     app = load_example("flask_server").create_app(shop)
     server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.05), daemon=True)
     thread.start()
     return thread, server
 
