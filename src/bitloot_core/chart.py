@@ -20,7 +20,8 @@ Rule 6. Entering ``paid`` enqueues fulfillment; entering ``fulfilled`` enqueues 
 Rule 7. Fulfillment retries exhausted leave the order ``paid`` with ``fulfillment_failed``;
         an admin retry clears the flag and enqueues fulfillment again.
 Rule 8. Payment records follow their own forward-only order (``PAYMENT_RANK``);
-        ``underpaid`` and ``failed`` records are final.
+        ``underpaid`` and ``failed`` records are final, except that a late full payment
+        (rule 5) records the payment as ``finished``: the money did arrive.
 
 Whether a ``finished`` or ``partially_paid`` IPN is a full payment (amount within the
 underpay tolerance) is decided in ``bitloot_core.payments``; this module only sees the

@@ -62,6 +62,10 @@ def decide_ipn(
     if transition.applied and paying and full and ipn.actually_paid > payment.pay_amount:
         flags |= {Flag.OVERPAID}
     new_payment_status = chart.advance_payment(payment.status, proposed)
+    if transition.applied and Flag.PAID_LATE in transition.flags - order.flags:
+        # The money arrived after we gave up on the payment: the record says so, even
+        # though the order is held for an admin.
+        new_payment_status = chart.PaymentStatus.FINISHED
     payment_moved = new_payment_status != payment.status
     if not transition.applied and not payment_moved:
         return IpnDecision(

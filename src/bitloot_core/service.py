@@ -653,7 +653,7 @@ class Checkout:
                 # The lease ran out and another worker owns the job now; its work was the
                 # same (every step is safe to repeat), so there is nothing to undo.
                 return JobRun(key=job.key, outcome="lost_lease")
-            tx.update_job(replace(current, state=JobState.DONE, lease_until=None))
+            tx.update_job(replace(current, state=JobState.DONE, lease_until=None, last_error=None))
         self._observer.observe("job_done", job=job.key, attempt=job.attempts)
         return JobRun(key=job.key, outcome="done")
 
@@ -844,7 +844,8 @@ class Checkout:
                 raise NotFound(f"no item {item_id!r} in this order")
             if not item.delivered:
                 raise InvalidState("this item has not been delivered yet", code="not_delivered")
-            expires_at = now + self._config.key_url_ttl
+            # Whole seconds: the signed URL carries its expiry in seconds.
+            expires_at = (now + self._config.key_url_ttl).replace(microsecond=0)
             urls = tuple(
                 self._vault.url_for(k.ref, expires_at, now, nonce=self._new_id()) for k in item.keys
             )

@@ -119,6 +119,7 @@ def test_late_payment_after_expiry_is_held_for_the_admin(kit: Kit) -> None:
     order = kit.checkout.get_order(created.order.id, created.access_token).order
     assert order.status is OrderStatus.EXPIRED
     assert Flag.PAID_LATE in order.flags
+    assert status_of(kit, created)[1] is PaymentStatus.FINISHED, "the money did arrive"
     assert run_jobs(kit) == []
     assert [o.id for o in kit.checkout.list_orders(flag=Flag.PAID_LATE)] == [created.order.id]
 
