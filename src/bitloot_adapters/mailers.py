@@ -15,20 +15,18 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import contextlib
 import email.policy
 import email.utils
 import hashlib
-import os
 import re
 import smtplib
-import tempfile
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from ssl import SSLCertVerificationError, SSLContext, create_default_context
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from bitloot_adapters.files import create_once
 from bitloot_core.errors import MailerError, MailerUnavailable
 from bitloot_core.values import OutgoingEmail
 
@@ -238,20 +236,6 @@ class FileMailer:
         data = build_message(message, sender=self.sender).as_bytes()
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd, temp_name = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as temp:
-                    temp.write(data)
-                    temp.flush()
-                    os.fsync(temp.fileno())
-                Path(temp_name).replace(path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    Path(temp_name).unlink()
-            directory_fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(directory_fd)  # the new name must survive a crash too
-            finally:
-                os.close(directory_fd)
+            create_once(path, data)  # the same Message-ID never makes a second file
         except OSError as exc:
             raise MailerUnavailable("the message could not be written") from exc

@@ -27,10 +27,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -38,6 +35,7 @@ import nacl.exceptions
 import nacl.secret
 import nacl.utils
 
+from bitloot_adapters.files import create_once
 from bitloot_core.errors import KeyUrlRejected, VaultError
 from bitloot_core.tokens import TokenProblem, mint_key_token, verify_key_token
 
@@ -85,7 +83,7 @@ class FileVault:
         envelope = MAGIC + bytes(self._box.encrypt(plaintext))
         try:
             self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _create_once(path, envelope)
+            create_once(path, envelope)
         except OSError as exc:
             raise VaultError("the key could not be written to the vault", ref=ref) from exc
 
@@ -134,26 +132,3 @@ class FileVault:
         if check.problem is not None or check.ref is None:
             raise KeyUrlRejected(str(check.problem or TokenProblem.INVALID))
         return self.read(check.ref)
-
-
-def _create_once(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` durably unless ``path`` exists; the first writer wins."""
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as temp:
-            temp.write(data)
-            temp.flush()
-            os.fsync(temp.fileno())
-        with contextlib.suppress(FileExistsError):
-            os.link(temp_name, path)
-    finally:
-        Path(temp_name).unlink()
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

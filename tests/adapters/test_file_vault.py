@@ -192,7 +192,7 @@ def test_the_wrong_vault_key_is_a_vault_error_without_key_material(tmp_path, vau
     error = caught.value
     assert error.code == "key_corrupt"
     assert error.retryable
-    for text in (str(error), repr(error), repr(error.data), repr(error.to_dict())):
+    for text in (str(error), repr(error), repr(error.data), error.message, error.code):
         for secret in (KEY, VAULT_KEY, other_key):
             assert repr(secret) not in text
             assert secret.hex() not in text

@@ -428,7 +428,7 @@ def test_wrong_credentials_are_refused_without_leaking_them(s3_gate, s3_credenti
     error = caught.value
     assert error.data["s3_code"] == "SignatureDoesNotMatch"
     assert error.data["status"] == 403
-    for text in (str(error), repr(error), repr(error.to_dict())):
+    for text in (str(error), repr(error), repr(error.data), error.message):
         assert "not-the-secret" not in text
         assert KEY.decode() not in text
 

@@ -1,0 +1,46 @@
+"""Durable files: written whole or not at all, and never overwritten once there.
+
+Used by the file vault (a delivered key must never change) and the file mailer (one
+``.eml`` per Message-ID).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def create_once(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` unless it exists; returns whether this call wrote it.
+
+    The data goes to a temporary file first, is synced, then hard-linked into place:
+    linking fails when the name exists, so of two concurrent writers the first wins and
+    a reader never sees a partial file. The directory is synced so the new name survives
+    a crash too. The file is private to its owner (0600, as ``mkstemp`` makes it).
+    Needs a filesystem with hard links (any local POSIX one).
+    """
+    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as temp:
+            temp.write(data)
+            temp.flush()
+            os.fsync(temp.fileno())
+        try:
+            os.link(temp_name, path)
+        except FileExistsError:
+            return False
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            Path(temp_name).unlink()
+    _fsync_directory(path.parent)
+    return True
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
