@@ -34,6 +34,7 @@ from urllib.parse import quote
 
 import httpx
 
+from bitloot_adapters import transport
 from bitloot_core.errors import SupplierError, SupplierUnavailable
 from bitloot_core.values import SuppliedKey
 
@@ -180,21 +181,18 @@ class KinguinClient:
         if content is not None:
             headers["Content-Type"] = "application/json"
         what = f"Kinguin {method} {path}"
-        try:
-            response = self._http.request(
-                method,
-                self._base_url + path,
-                params=params,
-                content=content,
-                headers=headers,
-                timeout=self._timeout,
-            )
-        except httpx.TimeoutException as exc:
-            raise SupplierUnavailable(f"{what} timed out") from exc
-        except httpx.TransportError as exc:
-            raise SupplierUnavailable(f"{what} failed: {type(exc).__name__}") from exc
-        except httpx.HTTPError as exc:
-            raise SupplierError(f"{what} failed: {type(exc).__name__}") from exc
+        response = transport.request(
+            self._http,
+            method,
+            self._base_url + path,
+            what=what,
+            unavailable=SupplierUnavailable,
+            failure=SupplierError,
+            params=params,
+            content=content,
+            headers=headers,
+            timeout=self._timeout,
+        )
         if response.is_success:
             return response
         status = response.status_code

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import httpx
 
+from bitloot_adapters import transport
 from bitloot_core.errors import InvalidInput, ProviderError, ProviderUnavailable
 from bitloot_core.values import OpenedPayment
 
@@ -97,20 +98,17 @@ class NowPaymentsClient:
         if content is not None:
             headers["Content-Type"] = "application/json"
         what = f"NOWPayments {method} {path}"
-        try:
-            response = self._http.request(
-                method,
-                self._base_url + path,
-                content=content,
-                headers=headers,
-                timeout=self._timeout,
-            )
-        except httpx.TimeoutException as exc:
-            raise ProviderUnavailable(f"{what} timed out") from exc
-        except httpx.TransportError as exc:
-            raise ProviderUnavailable(f"{what} failed: {type(exc).__name__}") from exc
-        except httpx.HTTPError as exc:
-            raise ProviderError(f"{what} failed: {type(exc).__name__}") from exc
+        response = transport.request(
+            self._http,
+            method,
+            self._base_url + path,
+            what=what,
+            unavailable=ProviderUnavailable,
+            failure=ProviderError,
+            content=content,
+            headers=headers,
+            timeout=self._timeout,
+        )
         status = response.status_code
         if response.is_success:
             return response
