@@ -24,7 +24,6 @@ from bitloot_core.errors import (
     AdapterError,
     BitlootError,
     ConcurrentUpdate,
-    Forbidden,
     IdempotencyConflict,
     InvalidInput,
     InvalidState,
@@ -1003,11 +1002,14 @@ def _html(text: str) -> str:
 
 
 __all__ = [
+    "AdminOrderView",
     "Checkout",
     "CheckoutConfig",
     "CreatedOrder",
-    "Forbidden",
     "IpnResult",
+    "JobRun",
+    "OpenedPaymentResult",
     "OrderView",
+    "ProductView",
     "RevealedKey",
 ]
