@@ -21,6 +21,7 @@ def _load(name: str) -> object:
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it loads
     spec.loader.exec_module(module)
     return module
 
@@ -33,8 +34,13 @@ def main() -> None:
         print(f"\n== {name}")
         module = _load(name)
         run = module.main  # type: ignore[attr-defined]
-        takes_quick = "quick" in inspect.signature(run).parameters
-        run(quick=quick) if takes_quick else run()
+        parameters = inspect.signature(run).parameters
+        if "quick" in parameters:
+            run(quick=quick)
+        elif "argv" in parameters:
+            run(["--quick"] if quick else [])
+        else:
+            run()
 
 
 if __name__ == "__main__":

@@ -212,7 +212,10 @@ def build_shop(settings: Settings, *, page_dir: Path | None = None) -> Shop:
         clock = SystemClock()
         nowpayments_url = settings.nowpayments_base_url or "https://api.nowpayments.io/v1"
         kinguin_url = settings.kinguin_base_url or "https://gateway.kinguin.net/esa/api"
-    store = SqliteStore(settings.data_dir / "bitloot.db")
+    store = SqliteStore(
+        settings.data_dir / "bitloot.db",
+        synchronous="NORMAL" if settings.sqlite_synchronous == "NORMAL" else "FULL",
+    )
     vault = FileVault(
         settings.data_dir / "vault",
         key=settings.vault_key,

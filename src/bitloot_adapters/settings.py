@@ -47,6 +47,7 @@ class Settings:
     underpay_tolerance_percent: Decimal
     pay_currency: str
     job_lease: timedelta = timedelta(minutes=2)
+    sqlite_synchronous: str = "FULL"
     # Names of secrets generated (not read from the environment) in this start.
     generated: frozenset[str] = frozenset()
 
@@ -79,6 +80,14 @@ def _decimal(env: Mapping[str, str], name: str, default: Decimal) -> Decimal:
     if not value.is_finite() or not Decimal(0) <= value < Decimal(100):
         raise ConfigError(f"{PREFIX}{name} must be at least 0 and below 100")
     return value
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    """One of ``allowed`` (case-insensitive); the first is the default."""
+    raw = (env.get(PREFIX + name) or allowed[0]).upper()
+    if raw not in allowed:
+        raise ConfigError(f"{PREFIX}{name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return raw
 
 
 def _key(raw: str, name: str) -> bytes:
@@ -175,6 +184,7 @@ def load_settings(
         underpay_tolerance_percent=_decimal(env, "UNDERPAY_TOLERANCE_PERCENT", Decimal(0)),
         pay_currency=(env.get(PREFIX + "PAY_CURRENCY") or "btc").lower(),
         job_lease=timedelta(seconds=_int(env, "JOB_LEASE_SECONDS", 120, low=1, high=24 * 3600)),
+        sqlite_synchronous=_choice(env, "SQLITE_SYNCHRONOUS", ("FULL", "NORMAL")),
         generated=frozenset(stored.generated),
     )
     stored.save()
