@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-CONCURRENCY = 64
+CONCURRENCY = int(os.environ.get("BITLOOT_BENCH_CLIENTS", "64"))
 WRK = shutil.which("wrk")
 
 SERVER = r"""

@@ -13,10 +13,12 @@ import re
 from http import HTTPStatus
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool
 from starlette.exceptions import HTTPException
 
 from bitloot_adapters.bootstrap import Shop
@@ -24,6 +26,7 @@ from bitloot_adapters.http_api import ROUTES, HttpRequest, HttpResponse, ShopApi
 from bitloot_adapters.serve import hide_url_tokens, parse_args, prepare_shop
 
 PAGE_DIR = Path(__file__).parent / "static"
+WRITER_THREADS = 4
 
 
 def _to_response(answer: HttpResponse) -> Response:
@@ -52,17 +55,20 @@ def create_app(shop: Shop) -> FastAPI:
         redirect_slashes=False,
     )
 
+    # Writes take turns on the store anyway: a few threads keep it busy, and more would
+    # only queue inside it. Reads (and event streams) keep anyio's larger default pool.
+    writers = anyio.CapacityLimiter(WRITER_THREADS)
+
     async def endpoint(request: Request) -> Response:
-        answer = await run_in_threadpool(
-            api.handle,
-            HttpRequest(
-                method=request.method,
-                path=request.url.path,
-                query=dict(request.query_params),
-                headers={k.lower(): v for k, v in request.headers.items()},
-                body=await request.body(),
-            ),
+        http_request = HttpRequest(
+            method=request.method,
+            path=request.url.path,
+            query=dict(request.query_params),
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=await request.body(),
         )
+        limiter = None if request.method == "GET" else writers
+        answer = await anyio.to_thread.run_sync(api.handle, http_request, limiter=limiter)
         return _to_response(answer)
 
     for route in ROUTES:
