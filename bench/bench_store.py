@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import hmac
 import itertools
 import json
 import random
@@ -34,6 +36,16 @@ from pathlib import Path
 
 from bitloot_adapters.sqlite_store import SqliteStore
 from bitloot_core.chart import OrderStatus, PaymentStatus
+from bitloot_core.ipn import canonical_json
+from bitloot_core.service import Checkout, CheckoutConfig
+from bitloot_core.testing import (
+    FakeGateway,
+    FakeSupplier,
+    MemoryVault,
+    RecordingMailer,
+    SequentialIds,
+    SettableClock,
+)
 from bitloot_core.values import AuditEntry, Job, JobKind, JobState, WebhookLogEntry, WebhookOutcome
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -215,6 +227,56 @@ class Ours:
             )
 
 
+class EndToEnd:
+    """A signed ``finished`` IPN through ``Checkout.handle_ipn``: verify, parse, bind,
+    dedupe, decide, compare-and-set and enqueue, on ``SqliteStore``."""
+
+    SECRET = "bench-ipn-secret"  # noqa: S105 - a benchmark's own throwaway secret
+
+    def __init__(self, path: Path) -> None:
+        self.store = SqliteStore(path)
+        self.checkout = Checkout(
+            store=self.store,
+            gateway=FakeGateway(),
+            supplier=FakeSupplier(),
+            vault=MemoryVault(b"k" * 32),
+            mailer=RecordingMailer(),
+            clock=SettableClock(T0 + timedelta(days=30)),
+            config=CheckoutConfig(
+                ipn_secret=self.SECRET, signing_key=b"k" * 32, public_url="https://shop.example"
+            ),
+            new_id=SequentialIds("bench"),
+        )
+        self.bodies: dict[int, tuple[bytes, dict[str, str]]] = {}
+
+    def close(self) -> None:
+        self.store.close()
+
+    def prepare(self, picks: list[int]) -> None:
+        """Signed bodies for ``picks``, made before the clock starts."""
+        for n in picks:
+            body = canonical_json(
+                {
+                    "actually_paid": 0.0003998,
+                    "order_id": order_id(n),
+                    "pay_amount": 0.0003998,
+                    "pay_currency": "btc",
+                    "payment_id": int(payment_id(n)),
+                    "payment_status": "finished",
+                    "price_amount": 19.99,
+                    "price_currency": "eur",
+                    "updated_at": 1765249461097,
+                }
+            ).encode()
+            signature = hmac.new(self.SECRET.encode(), body, hashlib.sha512).hexdigest()
+            self.bodies[n] = (body, {"x-nowpayments-sig": signature})
+
+    def ipn(self, serial: int, n: int, now: datetime) -> None:
+        del serial, now
+        result = self.checkout.handle_ipn(*self.bodies[n])
+        assert result.outcome == "applied", result
+
+
 class Baseline:
     """The same statements, by hand, with plain ``sqlite3`` and the same settings."""
 
@@ -364,6 +426,17 @@ def measure(directory: Path, orders: int, transactions: int, rounds: int) -> lis
                 ours_rates.append(timed(ours.ipn, picks, first))
                 baseline_rates.append(timed(baseline.ipn, picks, first))
             measured.append(Measured(orders, access, best(ours_rates), best(baseline_rates)))
+        if orders == RECENT:
+            measured.append(
+                end_to_end(
+                    ours_path,
+                    baseline,
+                    orders=orders,
+                    per_round=per_round,
+                    rounds=rounds,
+                    serials=serials,
+                )
+            )
     finally:
         ours.close()
         baseline.close()
@@ -371,6 +444,34 @@ def measure(directory: Path, orders: int, transactions: int, rounds: int) -> lis
             for leftover in path.parent.glob(f"{path.name}*"):
                 leftover.unlink()
     return measured
+
+
+def end_to_end(
+    path: Path,
+    baseline: Baseline,
+    *,
+    orders: int,
+    per_round: int,
+    rounds: int,
+    serials: Iterator[int],
+) -> Measured:
+    """Whole IPNs through the service on a fresh copy, each for an order not yet paid."""
+    copy = path.with_name(f"e2e-{path.name}")
+    make_database(copy, orders)
+    e2e = EndToEnd(copy)
+    fresh = iter(range(orders - 1, -1, -1))
+    try:
+        ours_rates, baseline_rates = [], []
+        for _ in range(rounds):
+            picks = [next(fresh) for _ in range(min(per_round, orders // (rounds + 1)))]
+            e2e.prepare(picks)
+            ours_rates.append(timed(e2e.ipn, picks, 0))
+            baseline_rates.append(timed(baseline.ipn, picks, next(serials)))
+    finally:
+        e2e.close()
+        for leftover in copy.parent.glob(f"{copy.name}*"):
+            leftover.unlink()
+    return Measured(orders, "handle_ipn", best(ours_rates), best(baseline_rates))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -416,6 +517,8 @@ def report(results: dict[tuple[int, str], Measured], small: int, large: int) -> 
                 f"{m.orders:>10,} {m.access:>8} {clock:>5} {ours:>10,.0f} {baseline:>14,.0f}"
                 f" {ratio:>14.2f}  {verdict}"
             )
+    print("handle_ipn = a whole signed IPN through Checkout.handle_ipn (verify, parse, bind,")
+    print("dedupe, decide, the same writes), against the baseline's writes alone")
     print(f"time per transaction of ours, {large:,} / {small:,} orders:")
     for access in ACCESS:
         before, after = results[small, access], results[large, access]

@@ -411,7 +411,8 @@ def _amount(body: Mapping[str, object], name: str) -> Decimal | None:
         raise MalformedWebhook(f"{name} {str(value)[:40]} is out of range", field=name)
     # The signature covers a JSON number only as the double it parses to: digits beyond
     # that double would change the amount without changing the signature.
-    if not isinstance(value, str) and Decimal(canonical_json(value)) != amount:
+    # (The double's shortest digits, Python's repr, are the digits JavaScript prints.)
+    if not isinstance(value, str) and Decimal(repr(float(amount))) != amount:
         raise MalformedWebhook(
             f"{name} {str(value)[:40]} is more precise than the signature covers", field=name
         )
