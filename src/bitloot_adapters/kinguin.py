@@ -75,6 +75,7 @@ class KinguinClient:
         poll_interval: float = 2.0,
         page_limit: int = MAX_KEYS_PAGE_LIMIT,
         sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not api_key:
             raise ValueError("a Kinguin API key is required")
@@ -90,6 +91,7 @@ class KinguinClient:
         self._poll_interval = poll_interval
         self._page_limit = page_limit
         self._sleep = sleep
+        self._monotonic = monotonic
 
     def __repr__(self) -> str:
         return f"KinguinClient(base_url={self._base_url!r})"
@@ -101,13 +103,15 @@ class KinguinClient:
         if order is None:
             order = self._place_order(order_id, wanted)
         kinguin_id = _check_order(order, order_id, wanted)
-        waited = 0.0
+        # Bounded by the wall clock too (requests take time, not only the pauses): the
+        # worker's job lease must outlast a call, so a call must not outlast key_wait.
+        started, waited = self._monotonic(), 0.0
         while True:
             keys = self.order_keys(kinguin_id)
             delivered = _delivered(keys, wanted, kinguin_id)
             if delivered is not None:
                 return delivered
-            if waited >= self._key_wait:
+            if max(waited, self._monotonic() - started) >= self._key_wait:
                 raise SupplierUnavailable(
                     f"Kinguin order {kinguin_id} for order {order_id}: keys not yet delivered "
                     f"({len(keys)} of {sum(wanted.values())})",
@@ -300,7 +304,9 @@ def _delivered(
 ) -> list[SuppliedKey] | None:
     """Every wanted key, in the order of the lines; ``None`` while some are missing."""
     by_product: dict[str, list[SuppliedKey]] = {product_id: [] for product_id in wanted}
-    for key in keys:
+    # By key id: a retried job then hands each item the same key as before, whatever order
+    # Kinguin lists them in (the vault keeps the first key stored for each slot).
+    for key in sorted(keys, key=lambda k: str(k.get("id"))):
         supplied = _supplied(key, kinguin_order_id)
         if supplied.product_ref in by_product:
             by_product[supplied.product_ref].append(supplied)

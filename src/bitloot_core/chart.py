@@ -19,7 +19,9 @@ Rule 6. Entering ``paid`` enqueues fulfillment; entering ``fulfilled`` enqueues 
         completion email (``ON_ENTER``).
 Rule 7. Fulfillment retries exhausted leave the order ``paid`` with ``fulfillment_failed``;
         an admin retry clears the flag and enqueues fulfillment again.
-Rule 8. Payment records follow their own forward-only order (``PAYMENT_RANK``);
+Rule 8. A completion email whose retries ran out leaves the order ``fulfilled`` with
+        ``email_failed``; an admin resend clears the flag and enqueues the email again.
+Rule 9. Payment records follow their own forward-only order (``PAYMENT_RANK``);
         ``underpaid`` and ``failed`` records are final, except that a late full payment
         (rule 5) records the payment as ``finished``: the money did arrive.
 
@@ -65,6 +67,7 @@ class Flag(enum.StrEnum):
     PAID_LATE = "paid_late"
     OVERPAID = "overpaid"
     FULFILLMENT_FAILED = "fulfillment_failed"
+    EMAIL_FAILED = "email_failed"
     REFUNDED = "refunded"
     MARKED = "marked"
 
@@ -80,9 +83,11 @@ class OrderEvent(enum.StrEnum):
     SWEEP_EXPIRED = "sweep_expired"
     FULFILLMENT_DONE = "fulfillment_done"
     FULFILLMENT_EXHAUSTED = "fulfillment_exhausted"
+    EMAIL_EXHAUSTED = "email_exhausted"
     ADMIN_RETRY_FULFILLMENT = "admin_retry_fulfillment"
     ADMIN_FULFILL = "admin_fulfill"
     ADMIN_REFUND = "admin_refund"
+    ADMIN_RESEND_EMAIL = "admin_resend_email"
 
 
 class Effect(enum.StrEnum):
@@ -127,6 +132,7 @@ ADMIN_EVENTS: Final = frozenset(E) - AUTOMATIC_EVENTS
 _BEFORE_PAID = (S.CREATED, S.WAITING, S.CONFIRMING)
 _LATE = frozenset({Flag.PAID_LATE})
 _FULFILLMENT_FAILED = frozenset({Flag.FULFILLMENT_FAILED})
+_EMAIL_FAILED = frozenset({Flag.EMAIL_FAILED})
 
 
 def _table() -> dict[tuple[OrderStatus, OrderEvent], Rule]:
@@ -138,6 +144,8 @@ def _table() -> dict[tuple[OrderStatus, OrderEvent], Rule]:
         (S.PAID, E.FULFILLMENT_DONE): Rule(target=S.FULFILLED, clear_flags=_FULFILLMENT_FAILED),
         (S.PAID, E.FULFILLMENT_EXHAUSTED): Rule(target=S.PAID, raise_flags=_FULFILLMENT_FAILED),
         (S.PAID, E.ADMIN_RETRY_FULFILLMENT): Rule(target=S.PAID, clear_flags=_FULFILLMENT_FAILED),
+        (S.FULFILLED, E.EMAIL_EXHAUSTED): Rule(target=S.FULFILLED, raise_flags=_EMAIL_FAILED),
+        (S.FULFILLED, E.ADMIN_RESEND_EMAIL): Rule(target=S.FULFILLED, clear_flags=_EMAIL_FAILED),
     }
     for status in _BEFORE_PAID:
         t[status, E.IPN_PAID_IN_FULL] = Rule(target=S.PAID)
@@ -169,8 +177,13 @@ ON_ENTER: Final = MappingProxyType(
         S.FULFILLED: (Effect.ENQUEUE_COMPLETION_EMAIL,),
     }
 )
-# An admin retry re-enters nothing, yet must enqueue fulfillment again.
-ON_EVENT: Final = MappingProxyType({E.ADMIN_RETRY_FULFILLMENT: (Effect.ENQUEUE_FULFILLMENT,)})
+# Admin retries re-enter nothing, yet must enqueue their job again.
+ON_EVENT: Final = MappingProxyType(
+    {
+        E.ADMIN_RETRY_FULFILLMENT: (Effect.ENQUEUE_FULFILLMENT,),
+        E.ADMIN_RESEND_EMAIL: (Effect.ENQUEUE_COMPLETION_EMAIL,),
+    }
+)
 
 
 # The inputs are finite (statuses x flag sets x events) and the function is pure, so its

@@ -10,6 +10,7 @@ runs outside any transaction, from those jobs, and is safe to repeat.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import html
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -75,6 +76,17 @@ MIN_SIGNING_KEY_BYTES: Final = 32
 COMPLETION_EMAIL: Final = "completed"
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}$")
 _CAS_RETRIES = 5
+
+
+class _LeaseLost(Exception):
+    """The job's lease ran out and another worker took the job over."""
+
+
+@dataclass(slots=True)
+class _Lease:
+    """The job as this worker last leased it; renewing replaces ``job``."""
+
+    job: Job
 
 
 class _NullObserver:
@@ -231,8 +243,14 @@ class Checkout:
         if product.source is not ProductSource.CUSTOM:
             raise InvalidInput("only custom products have a key pool", code="not_custom")
         refs = []
-        for key in cleaned:
-            ref = f"pool/{product_id}/{self._new_id()}"
+        for key in dict.fromkeys(cleaned):  # the same key twice in one upload counts once
+            # Named after the key itself (keyed, so the name reveals nothing): uploading
+            # a key again, after a timeout say, finds it in the pool instead of selling it
+            # twice.
+            digest = hmac.new(
+                self._config.signing_key, f"pool-key:{product_id}\n{key}".encode(), "sha256"
+            ).hexdigest()
+            ref = f"pool/{product_id}/{digest[:32]}"
             self._vault.put(ref, key.encode(), "text/plain")
             refs.append(ref)
         with self._store.transaction() as tx:
@@ -559,8 +577,7 @@ class Checkout:
 
     def reconcile(self) -> list[IpnResult]:
         """Ask the provider about open payments whose IPNs stopped, and apply the answers."""
-        now = self._clock.now()
-        cutoff = now - self._config.reconcile_after
+        cutoff = self._clock.now() - self._config.reconcile_after
         with self._store.transaction() as tx:
             stale = [
                 o.payment_id
@@ -569,18 +586,20 @@ class Checkout:
                 )
                 if o.payment_id is not None and o.updated_at <= cutoff
             ]
-        results = []
-        for payment_id in stale:
-            try:
-                raw = self._gateway.get_payment(payment_id)
-                event = ipn.parse_ipn(raw)
-            except BitlootError as exc:
-                self._observer.observe("reconcile_failed", payment_id=payment_id, error=exc.code)
-                continue
-            results.append(
-                self._apply_ipn(event, body_hash=_sha256(raw), now=now, source="reconcile")
-            )
-        return results
+        answers = (self._ask_provider(payment_id, source="reconcile") for payment_id in stale)
+        return [result for result in answers if result is not None]
+
+    def _ask_provider(self, payment_id: str, *, source: str) -> IpnResult | None:
+        """The provider's current word on a payment, applied like an IPN (None: no answer)."""
+        try:
+            raw = self._gateway.get_payment(payment_id)
+            event = ipn.parse_ipn(raw)
+        except BitlootError as exc:
+            self._observer.observe(f"{source}_failed", payment_id=payment_id, error=exc.code)
+            return None
+        # Each answer at its own time: a pass over many payments takes a while.
+        now = self._clock.now()
+        return self._apply_ipn(event, body_hash=_sha256(raw), now=now, source=source)
 
     # --- the outbox -----------------------------------------------------------------------
 
@@ -609,27 +628,52 @@ class Checkout:
                     tx.update_job(replace(existing, state=JobState.PENDING, attempts=0, run_at=now))
 
     def run_due_jobs(self, *, limit: int = 20, worker: str = "worker") -> list[JobRun]:
-        """Lease due jobs, run them, record the outcome. Safe to call from many workers."""
-        now = self._clock.now()
-        leased: list[Job] = []
-        with self._store.transaction() as tx:
-            for job in tx.due_jobs(now, limit):
-                try:
-                    leased.append(
-                        tx.update_job(
-                            replace(
-                                job,
-                                state=JobState.RUNNING,
-                                attempts=job.attempts + 1,
-                                lease_until=now + self._config.job_lease,
-                            )
-                        )
-                    )
-                except ConcurrentUpdate:  # pragma: no cover - another worker took it
-                    continue
-        return [self._run_job(job, worker) for job in leased]
+        """Run up to ``limit`` due jobs, one at a time. Safe to call from many workers.
 
-    def _run_job(self, job: Job, worker: str) -> JobRun:
+        Each job is leased just before it runs (a lease taken for a whole batch would run
+        out while the batch's first jobs run, and another worker would take the rest).
+        """
+        runs: list[JobRun] = []
+        ran: set[str] = set()  # a job retried at once waits for the next pass
+        for _ in range(limit):
+            lease = self._lease_next(skip=ran)
+            if lease is None:
+                break
+            ran.add(lease.job.key)
+            runs.append(self._run_job(lease, worker))
+        return runs
+
+    def _lease_next(self, *, skip: set[str] | None = None) -> _Lease | None:
+        now = self._clock.now()
+        skip = skip or set()
+        with self._store.transaction() as tx:
+            for job in tx.due_jobs(now, len(skip) + 1):
+                if job.key in skip:
+                    continue
+                running = replace(
+                    job,
+                    state=JobState.RUNNING,
+                    attempts=job.attempts + 1,
+                    lease_until=now + self._config.job_lease,
+                )
+                return _Lease(job=tx.update_job(running))
+        return None
+
+    def _renew(self, lease: _Lease) -> None:
+        """Extend the lease before a step that talks to the outside world.
+
+        If the lease was lost (it ran out and another worker took the job), stop here:
+        the step must not run twice at once, above all not a purchase.
+        """
+        now = self._clock.now()
+        with self._store.transaction() as tx:
+            current = tx.get_job(lease.job.key)
+            if current is None or current.version != lease.job.version:
+                raise _LeaseLost
+            lease.job = tx.update_job(replace(current, lease_until=now + self._config.job_lease))
+
+    def _run_job(self, lease: _Lease, worker: str) -> JobRun:
+        job = lease.job
         schedule = (
             self._config.fulfillment_retries
             if job.kind is JobKind.FULFILL
@@ -638,17 +682,19 @@ class Checkout:
         self._observer.observe("job_started", job=job.key, attempt=job.attempts, worker=worker)
         try:
             if job.kind is JobKind.FULFILL:
-                self._fulfil(job.order_id)
+                self._fulfil(lease)
             else:
-                self._send_completion_email(job.order_id)
+                self._send_completion_email(lease)
+        except _LeaseLost:
+            return JobRun(key=job.key, outcome="lost_lease")
         except BitlootError as exc:
-            return self._job_failed(job, exc, schedule)
+            return self._job_failed(lease.job, exc, schedule)
         except Exception as exc:  # noqa: BLE001 - an adapter bug must not kill the worker
             failure = AdapterError(f"{type(exc).__name__} in {job.kind}")
-            return self._job_failed(job, failure, schedule)
+            return self._job_failed(lease.job, failure, schedule)
         with self._store.transaction() as tx:
             current = tx.get_job(job.key)
-            if current is None or current.version != job.version:
+            if current is None or current.version != lease.job.version:
                 # The lease ran out and another worker owns the job now; its work was the
                 # same (every step is safe to repeat), so there is nothing to undo.
                 return JobRun(key=job.key, outcome="lost_lease")
@@ -681,8 +727,12 @@ class Checkout:
                 tx.update_job(
                     replace(current, state=JobState.DEAD, lease_until=None, last_error=error)
                 )
-                if job.kind is JobKind.FULFILL:
-                    self._transition(tx, job.order_id, OrderEvent.FULFILLMENT_EXHAUSTED, now)
+                exhausted = (
+                    OrderEvent.FULFILLMENT_EXHAUSTED
+                    if job.kind is JobKind.FULFILL
+                    else OrderEvent.EMAIL_EXHAUSTED
+                )
+                self._transition(tx, job.order_id, exhausted, now)
                 outcome = "dead"
             self._audit(
                 tx, job.order_id, f"job_{outcome}", f"{job.key} attempt {job.attempts}: {error}"
@@ -707,7 +757,8 @@ class Checkout:
 
     # --- fulfillment ----------------------------------------------------------------------
 
-    def _fulfil(self, order_id: str) -> None:
+    def _fulfil(self, lease: _Lease) -> None:
+        order_id = lease.job.order_id
         with self._store.transaction() as tx:
             order = self._order(tx, order_id)
         if order.status is not OrderStatus.PAID:
@@ -715,6 +766,7 @@ class Checkout:
         delivered = {item.id: item.keys for item in order.items if item.delivered}
         kinguin = [i for i in order.items if i.source is ProductSource.KINGUIN and not i.delivered]
         if kinguin:
+            self._renew(lease)  # a purchase must never run on two workers at once
             delivered.update(self._fulfil_from_supplier(order, kinguin))
         for item in order.items:
             if item.source is ProductSource.CUSTOM and not item.delivered:
@@ -770,7 +822,8 @@ class Checkout:
 
     # --- email ----------------------------------------------------------------------------
 
-    def _send_completion_email(self, order_id: str) -> None:
+    def _send_completion_email(self, lease: _Lease) -> None:
+        order_id = lease.job.order_id
         now = self._clock.now()
         with self._store.transaction() as tx:
             order = self._order(tx, order_id)
@@ -786,6 +839,7 @@ class Checkout:
                 tx.insert_email(record)
         if record.sent_at is not None:
             return
+        self._renew(lease)
         self._mailer.send(self._completion_message(order, record.message_id))
         with self._store.transaction() as tx:
             tx.mark_email_sent(order_id, COMPLETION_EMAIL, self._clock.now())
@@ -866,20 +920,35 @@ class Checkout:
     # --- sweeper and admin ----------------------------------------------------------------
 
     def sweep(self) -> list[str]:
-        """Expire abandoned orders (created/waiting older than the TTL); their payments fail."""
+        """Expire abandoned orders (created/waiting older than the TTL); their payments fail.
+
+        An order with a payment is expired only after the provider confirmed that nothing
+        arrived: its answer is applied first, like an IPN, and an order it moved on (money
+        on its way) is no longer abandoned. Without an answer, the order waits for the
+        next sweep.
+        """
+        cutoff = self._clock.now() - self._config.order_ttl
+        with self._store.transaction() as tx:
+            candidates = tx.list_orders(statuses=rules.SWEEPABLE, created_before=cutoff, limit=1000)
+        confirmed = {
+            order.id
+            for order in candidates
+            if order.payment_id is None
+            or self._ask_provider(order.payment_id, source="sweep") is not None
+        }
         now = self._clock.now()
         expired = []
         with self._store.transaction() as tx:
-            candidates = tx.list_orders(
-                statuses=rules.SWEEPABLE, created_before=now - self._config.order_ttl, limit=1000
-            )
-            for order in candidates:
-                if not rules.is_abandoned(order, now=now, ttl=self._config.order_ttl):
-                    continue  # pragma: no cover - the store already filtered
+            # Read again: the provider's answers may have moved some orders on.
+            for order in tx.list_orders(
+                statuses=rules.SWEEPABLE, created_before=cutoff, limit=1000
+            ):
+                if order.id not in confirmed:
+                    continue
                 self._transition(tx, order.id, OrderEvent.SWEEP_EXPIRED, now)
                 payment = self._payment_of(tx, order)
                 if payment is not None:
-                    # Sweepable orders have no news from the provider: the payment is open.
+                    # The provider confirmed no money arrived: the payment has failed.
                     tx.update_payment(replace(payment, status=PaymentStatus.FAILED, updated_at=now))
                 expired.append(order.id)
         if expired:
@@ -917,6 +986,17 @@ class Checkout:
                 raise InvalidState(f"only a paid order can be retried, this one is {order.status}")
             self._audit(tx, order_id, "admin_retry_fulfillment", "re-enqueued", actor=actor)
             return self._transition(tx, order_id, OrderEvent.ADMIN_RETRY_FULFILLMENT, now)
+
+    def resend_email(self, order_id: str, *, actor: str = "admin") -> Order:
+        """Re-enqueue the completion email of a fulfilled order whose email job died."""
+        now = self._clock.now()
+        with self._store.transaction() as tx:
+            order = self._order(tx, order_id)
+            if order.status is not OrderStatus.FULFILLED or Flag.EMAIL_FAILED not in order.flags:
+                msg = "only a fulfilled order whose completion email failed can be resent"
+                raise InvalidState(msg)
+            self._audit(tx, order_id, "admin_resend_email", "re-enqueued", actor=actor)
+            return self._transition(tx, order_id, OrderEvent.ADMIN_RESEND_EMAIL, now)
 
     def resolve(self, order_id: str, *, action: str, note: str, actor: str = "admin") -> Order:
         """Admin decision on a held order: ``fulfill`` or ``refund``."""
@@ -962,7 +1042,10 @@ def _check_email(email: object) -> str:
     if not isinstance(email, str):
         raise InvalidInput("email must be a string", code="invalid_email")
     email = email.strip()
-    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL.match(email):
+    # Printable ASCII only: control characters break mail headers, and non-ASCII
+    # addresses need SMTPUTF8, which many mail servers refuse.
+    plain = email.isascii() and email.isprintable()
+    if not plain or len(email) > MAX_EMAIL_LENGTH or not _EMAIL.match(email):
         raise InvalidInput("email is not a valid address", code="invalid_email")
     return email
 

@@ -18,7 +18,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from bitloot_core.chart import Flag, OrderStatus
-from bitloot_core.errors import ConcurrentUpdate, MailerUnavailable, SupplierUnavailable
+from bitloot_core.errors import (
+    ConcurrentUpdate,
+    MailerUnavailable,
+    ProviderError,
+    SupplierUnavailable,
+)
+from bitloot_core.ipn import canonical_json
 from bitloot_core.tokens import mint_key_token
 from bitloot_core.values import (
     AuditEntry,
@@ -335,7 +341,7 @@ class FakeGateway:
             }
         )
         payment_id = str(next(self._ids))
-        return OpenedPayment(
+        opened = OpenedPayment(
             payment_id=payment_id,
             provider_status="waiting",
             pay_address=f"fake-address-{payment_id}",
@@ -344,8 +350,26 @@ class FakeGateway:
             price_amount=Decimal(price_amount),
             price_currency=price_currency,
         )
+        # Until a test says otherwise, the provider reports the payment still waiting.
+        self.payments[payment_id] = canonical_json(
+            {
+                "actually_paid": 0,
+                "order_id": order_id,
+                "pay_address": opened.pay_address,
+                "pay_amount": opened.pay_amount,
+                "pay_currency": pay_currency,
+                "payment_id": int(payment_id),
+                "payment_status": "waiting",
+                "price_amount": opened.price_amount,
+                "price_currency": price_currency,
+            }
+        ).encode()
+        return opened
 
     def get_payment(self, payment_id: str) -> bytes:
+        """The payment's JSON as the provider would answer ``GET /payment/{id}``."""
+        if payment_id not in self.payments:
+            raise ProviderError(f"payment {payment_id} not found", status=404)
         return self.payments[payment_id]
 
 

@@ -182,7 +182,7 @@ def test_a_job_run_again_after_a_crash_does_nothing_twice(kit: Kit) -> None:
         job = tx.get_job(f"fulfill:{order_id}")
         assert job is not None
         tx.update_job(replace(job, state=JobState.PENDING))
-    assert [r.outcome for r in kit.checkout.run_due_jobs()] == ["done", "done"]
+    assert [r.outcome for r in kit.checkout.run_due_jobs()] == ["done"]
     assert kit.supplier.calls == [order_id]
     assert len(kit.mailer.sent) == 1
 
@@ -215,25 +215,34 @@ def test_a_worker_whose_lease_ran_out_does_not_overwrite_the_new_owner(then_fail
     kit.checkout._supplier = supplier
     order_id = paid_order(kit)
     runs = kit.checkout.run_due_jobs(worker="first")
-    assert supplier.took_over == ["done"]
+    assert supplier.took_over == ["done", "done"]  # the fulfillment, then its email
     assert [r.outcome for r in runs] == ["lost_lease"]
     assert order_of(kit, order_id).status is OrderStatus.FULFILLED
     job = kit.checkout.list_jobs()[0]
     assert (job.key, job.state, job.attempts) == (f"fulfill:{order_id}", JobState.DONE, 2)
 
 
-def test_a_refused_email_is_dead_lettered_without_flagging_the_order(kit: Kit) -> None:
+def test_a_refused_email_is_dead_lettered_flagged_and_can_be_resent(kit: Kit) -> None:
     order_id = paid_order(kit)
-    kit.checkout.run_due_jobs()
+    send = kit.mailer.send
 
     def refuse(message: object) -> None:
         raise MailerError("550 mailbox unavailable")
 
     kit.mailer.send = refuse  # type: ignore[method-assign]
-    assert [r.outcome for r in kit.checkout.run_due_jobs()] == ["dead"]
+    assert [r.outcome for r in kit.checkout.run_due_jobs()] == ["done", "dead"]
     order = order_of(kit, order_id)
     assert order.status is OrderStatus.FULFILLED
-    assert Flag.FULFILLMENT_FAILED not in order.flags
+    assert order.flags == {Flag.EMAIL_FAILED}
+    assert [o.id for o in kit.checkout.list_orders(flag=Flag.EMAIL_FAILED)] == [order_id]
+
+    kit.mailer.send = send  # type: ignore[method-assign]
+    kit.checkout.resend_email(order_id)
+    assert [r.outcome for r in kit.checkout.run_due_jobs()] == ["done"]
+    assert len(kit.mailer.sent) == 1
+    assert order_of(kit, order_id).flags == frozenset()
+    with pytest.raises(InvalidState):
+        kit.checkout.resend_email(order_id)
 
 
 def test_a_supplier_returning_too_few_keys_is_an_admin_matter(kit: Kit) -> None:
@@ -309,7 +318,7 @@ def test_a_checkout_without_an_observer_works() -> None:
     )
     kit.checkout = checkout
     paid_order(kit)
-    assert [r.outcome for r in checkout.run_due_jobs()] == ["done"]
+    assert [r.outcome for r in checkout.run_due_jobs()] == ["done", "done"]
     assert kit.observer.events == [], "nothing went to the kit's observer"
 
 
@@ -351,3 +360,69 @@ def test_errors_carry_their_data() -> None:
     assert (error.code, error.status_hint, error.retryable) == ("provider_error", 502, False)
     assert (error.provider_code, error.status) == ("INVALID_API_KEY", 403)
     assert ProviderUnavailable("timeout").retryable
+
+
+def test_a_worker_that_lost_its_lease_never_buys() -> None:
+    kit = make_kit()
+    order_id = paid_order(kit)
+    stale = kit.checkout._lease_next()  # worker A takes the job, then stalls
+    assert stale is not None
+    kit.clock.advance(timedelta(minutes=3))  # A's lease runs out; B takes the job over
+    kit.supplier.outage(1)
+    assert [r.outcome for r in kit.checkout.run_due_jobs(worker="B")] == ["retry"]
+    # A wakes up: the order is still paid, but A no longer owns the job.
+    assert kit.checkout._run_job(stale, "A").outcome == "lost_lease"
+    assert kit.supplier.calls == [order_id], "A checked its lease before any purchase"
+    kit.clock.advance(timedelta(seconds=2))  # B's was attempt 2: the backoff is 2 s
+    assert [r.outcome for r in kit.checkout.run_due_jobs(limit=1)] == ["done"]
+    assert len(kit.supplier.orders) == 1
+
+
+def test_one_pass_leases_each_job_just_before_running_it(kit: Kit) -> None:
+    first, second = paid_order(kit), paid_order(kit, "celeste")
+    leases: list[datetime | None] = []
+    original = kit.supplier.fulfil
+
+    def slow_fulfil(**call: object):
+        leases.append(
+            next(j.lease_until for j in kit.checkout.list_jobs() if j.state is JobState.RUNNING)
+        )
+        kit.clock.advance(timedelta(seconds=90))  # each purchase takes 90 s of the 120 s lease
+        return original(**call)  # type: ignore[arg-type]
+
+    kit.supplier.fulfil = slow_fulfil  # type: ignore[method-assign]
+    kit.checkout.run_due_jobs()
+    assert kit.supplier.calls == [first, second]
+    assert leases[1] is not None
+    assert leases[0] is not None
+    assert leases[1] - leases[0] >= timedelta(seconds=90), "the second job's lease started later"
+
+
+def test_the_sweeper_asks_the_provider_before_expiring(kit: Kit) -> None:
+    created = kit.checkout.create_order(email="e@example.com", items=[("hades", 1)])
+    payment = kit.checkout.open_payment(created.order.id, created.access_token).payment
+    # The customer paid; every IPN was lost. The sweeper finds out instead of expiring.
+    kit.gateway.payments[payment.id] = ipn_body(payment, "finished")
+    kit.clock.advance(timedelta(hours=1))
+    assert kit.checkout.sweep() == []
+    assert order_of(kit, created.order.id).status is OrderStatus.PAID
+    assert kit.checkout.admin_order(created.order.id).webhooks[-1].reason.startswith("sweep")
+
+
+def test_the_sweeper_waits_when_the_provider_does_not_answer(kit: Kit) -> None:
+    created = kit.checkout.create_order(email="e@example.com", items=[("hades", 1)])
+    payment = kit.checkout.open_payment(created.order.id, created.access_token).payment
+    saved = kit.gateway.payments.pop(payment.id)
+    kit.clock.advance(timedelta(hours=1))
+    assert kit.checkout.sweep() == []
+    assert "sweep_failed" in kit.observer.names()
+    kit.gateway.payments[payment.id] = saved  # the provider is back: still waiting
+    assert kit.checkout.sweep() == [created.order.id]
+    assert order_of(kit, created.order.id).status is OrderStatus.EXPIRED
+
+
+def test_a_pool_key_uploaded_twice_is_sold_once(kit: Kit) -> None:
+    assert kit.checkout.add_pool_keys("shop-gift", ["GIFT-A", "GIFT-A", " GIFT-B "]) == 2
+    assert kit.checkout.add_pool_keys("shop-gift", ["GIFT-A", "GIFT-C"]) == 1
+    with kit.store.transaction() as tx:
+        assert tx.pool_size("shop-gift") == 3

@@ -112,7 +112,8 @@ def test_sweep_expires_the_abandoned_order(shop, bitloot) -> None:
     assert swept.code == 0
     assert swept.out == f"expired 1 orders\n  {abandoned.order.id}\n"
     # Logs go to stderr as JSON lines, apart from the output.
-    assert [json.loads(line)["event"] for line in swept.err.splitlines()] == ["swept"]
+    # The provider was asked first (its answer is logged as an IPN), then the order expired.
+    assert [json.loads(line)["event"] for line in swept.err.splitlines()] == ["ipn", "swept"]
     assert kit.statuses(abandoned) == (OrderStatus.EXPIRED, PaymentStatus.FAILED)
     assert kit.statuses(orders["paid"]) == (OrderStatus.PAID, PaymentStatus.FINISHED)
     assert run("sweep").out == "expired 0 orders\n"
