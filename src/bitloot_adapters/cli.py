@@ -1,5 +1,8 @@
 """The ``bitloot`` command: run the worker, sweep, inspect and retry jobs, list orders.
 
+Commands: ``worker``, ``sweep``, ``jobs``, ``retry ORDER_ID``, ``resend ORDER_ID``,
+``orders``.
+
 Every command reads the same settings as the example servers (environment variables and
 the data dir's secrets), so ``bitloot worker --data-dir D`` works on the shop a server
 started with ``--data-dir D``. Output is plain text for people; ``--json`` for scripts.
@@ -40,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     jobs.add_argument("--state", choices=[s.value for s in JobState])
     retry = commands.add_parser("retry", help="re-enqueue fulfillment of a failed order")
     retry.add_argument("order_id")
+    resend = commands.add_parser("resend", help="re-enqueue a completion email that failed")
+    resend.add_argument("order_id")
     orders = commands.add_parser("orders", help="list orders by status or flag")
     orders.add_argument("--status", choices=[s.value for s in OrderStatus])
     orders.add_argument("--flag", choices=[f.value for f in Flag])
@@ -143,6 +148,9 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
         elif args.command == "retry":
             order = checkout.retry_fulfillment(args.order_id, actor="cli")
             out.write(f"order {order.id}: fulfillment re-enqueued ({order.status})\n")
+        elif args.command == "resend":
+            order = checkout.resend_email(args.order_id, actor="cli")
+            out.write(f"order {order.id}: completion email re-enqueued\n")
         else:
             found = checkout.list_orders(
                 status=OrderStatus(args.status) if args.status else None,
