@@ -8,13 +8,15 @@ abandoned by the time the command sweeps.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from realkit import RealKit, real_kit
 
-from bitloot_core.chart import OrderStatus, PaymentStatus
+from bitloot_core.chart import Flag, OrderStatus, PaymentStatus
+from bitloot_core.values import JobState
 
 
 @pytest.fixture
@@ -151,3 +153,27 @@ def test_a_bad_setting_exits_2_naming_it(
     assert (result.code, result.out) == (2, "")
     assert result.err.startswith(f"bitloot: {message}")
     assert result.err.count("\n") == 1
+
+
+def test_resend_re_enqueues_a_failed_completion_email(shop, bitloot) -> None:
+    kit, orders = shop
+    run = bitloot(kit)
+    order_id = orders["fulfilled"].order.id
+    refused = run("resend", order_id)
+    assert (refused.code, refused.out) == (1, "")
+    assert "completion email failed" in refused.err
+    # The email job dies (the mail server refused it): the order is flagged.
+    with kit.store.transaction() as tx:
+        job = tx.get_job(f"completion_email:{order_id}")
+        order = tx.get_order(order_id)
+        assert job is not None
+        assert order is not None
+        tx.update_job(replace(job, state=JobState.DEAD))
+        tx.update_order(replace(order, flags=frozenset({Flag.EMAIL_FAILED})))
+    flagged = run("orders", "--flag", "email_failed")
+    assert [r[0] for r in rows(flagged.out)] == [order_id]
+    resent = run("resend", order_id)
+    assert (resent.code, resent.out) == (0, f"order {order_id}: completion email re-enqueued\n")
+    job = kit.job(f"completion_email:{order_id}")
+    assert (job.state, job.attempts) == (JobState.PENDING, 0)
+    assert kit.checkout.admin_order(order_id).order.flags == frozenset()
