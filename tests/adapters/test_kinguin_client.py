@@ -390,3 +390,26 @@ def test_a_found_order_serves_its_keys(http):
 
     assert supplied.secret == b"AAAAA-BBBBB-CCCCC"
     assert supplied.product_ref == CSS
+
+
+def test_keys_go_to_items_in_key_id_order_whatever_order_kinguin_lists_them(http):
+    listed = [key(id="k2", serial="SECOND"), key(id="k1", serial="FIRST")]
+    for keys in (listed, list(reversed(listed))):
+        app = FoundOrderApp(keys)
+        app.order["products"] = [{"productId": CSS, "qty": 2}]
+        with SandboxServer(app) as server:
+            client = KinguinClient(http, api_key=API_KEY, base_url=server.url, key_wait=0)
+            supplied = client.fulfil(order_id="ord_1", lines=[(CSS, 2)])
+        assert [k.secret for k in supplied] == [b"FIRST", b"SECOND"]
+
+
+def test_the_key_wait_counts_time_spent_in_requests_too(http, server, sandbox, sleeper):
+    sandbox.key_delay = 600.0
+    ticks = iter(range(0, 10_000, 7))  # every look at the clock: 7 s later (slow requests)
+    client = make_client(
+        http, server, sleeper, key_wait=20.0, poll_interval=5.0, monotonic=lambda: next(ticks)
+    )
+    with pytest.raises(SupplierUnavailable, match="keys not yet delivered"):
+        client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+    # The pauses alone (5 s each) would have allowed four; the clock says 20 s are up.
+    assert len(sleeper.pauses) < 4
