@@ -5,11 +5,17 @@
 Thin on purpose: each route hands the raw request to ``bitloot_adapters.http_api`` and
 writes its answer back, so this server and the Flask one speak the same contract.
 OpenAPI docs are at /docs.
+
+What is left to the server: bodies are read only up to ``MAX_BODY_BYTES`` (a larger
+``Content-Length`` is refused unread, a chunked upload is cut off at the limit), and
+requests run on thread pools sized by what they wait for (see ``create_app``). An event
+stream holds no thread between its polls: it waits on the event loop.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from http import HTTPStatus
 from pathlib import Path
 
@@ -18,21 +24,57 @@ import anyio.to_thread
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import iterate_in_threadpool
 from starlette.exceptions import HTTPException
 
 from bitloot_adapters.bootstrap import Shop
-from bitloot_adapters.http_api import ROUTES, HttpRequest, HttpResponse, ShopApi, error_response
+from bitloot_adapters.http_api import (
+    MAX_BODY_BYTES,
+    ROUTES,
+    HttpRequest,
+    HttpResponse,
+    Route,
+    ShopApi,
+    error_response,
+)
 from bitloot_adapters.serve import hide_url_tokens, parse_args, prepare_shop
 
 PAGE_DIR = Path(__file__).parent / "static"
 WRITER_THREADS = 4
+WEBHOOK_THREADS = 4
+WEBHOOK_PATH = "/webhooks/nowpayments"
+
+
+async def _paced(stream: Iterator[bytes], interval: float) -> AsyncIterator[bytes]:
+    """The stream's chunks, ``interval`` seconds apart: each ``next()`` (it reads the
+    store) runs in a thread, the wait between them on the event loop."""
+    try:
+        while (chunk := await anyio.to_thread.run_sync(next, stream, None)) is not None:
+            yield chunk
+            await anyio.sleep(interval)
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+
+
+async def _read_body(request: Request) -> tuple[bytes, bool]:
+    """The body, and whether it is over ``MAX_BODY_BYTES`` (then it is not read in full)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return b"", True  # refused unread
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return b"", True  # a chunked upload is cut off at the limit
+        chunks.append(chunk)
+    return b"".join(chunks), False
 
 
 def _to_response(answer: HttpResponse) -> Response:
     if answer.stream is not None:
         return StreamingResponse(
-            iterate_in_threadpool(answer.stream),
+            _paced(answer.stream, answer.stream_interval),
             status_code=answer.status,
             media_type=answer.content_type,
             headers=dict(answer.headers),
@@ -56,20 +98,46 @@ def create_app(shop: Shop) -> FastAPI:
     )
 
     # Writes take turns on the store anyway: a few threads keep it busy, and more would
-    # only queue inside it. Reads (and event streams) keep anyio's larger default pool.
+    # only queue inside it. IPNs get threads of their own, so they never wait behind a
+    # write that waits on a provider (opening a payment can take 10 s; NOWPayments wants
+    # its answer within 3). Reads, event-stream polls and the sandbox controls (which
+    # post IPNs back to this server and wait for the answers) use anyio's larger
+    # default pool.
     writers = anyio.CapacityLimiter(WRITER_THREADS)
+    webhooks = anyio.CapacityLimiter(WEBHOOK_THREADS)
 
-    async def endpoint(request: Request) -> Response:
+    def limiter_for(route: Route) -> anyio.CapacityLimiter | None:
+        if route.name == WEBHOOK_PATH:
+            return webhooks
+        if route.method == "GET" or route.name.startswith("/sandbox/"):
+            return None
+        return writers
+
+    async def handle(request: Request, limiter: anyio.CapacityLimiter | None) -> Response:
+        body, too_large = await _read_body(request)
         http_request = HttpRequest(
             method=request.method,
             path=request.url.path,
             query=dict(request.query_params),
             headers={k.lower(): v for k, v in request.headers.items()},
-            body=await request.body(),
+            body=body,
+            body_too_large=too_large,
         )
-        limiter = None if request.method == "GET" else writers
         answer = await anyio.to_thread.run_sync(api.handle, http_request, limiter=limiter)
-        return _to_response(answer)
+        response = _to_response(answer)
+        if too_large:
+            # The rest of the body may still be on its way: do not read it as the next
+            # request on this connection.
+            response.headers["connection"] = "close"
+        return response
+
+    def endpoint_for(route: Route) -> Callable[[Request], Awaitable[Response]]:
+        limiter = limiter_for(route)
+
+        async def endpoint(request: Request) -> Response:
+            return await handle(request, limiter)
+
+        return endpoint
 
     for route in ROUTES:
         parameters = [
@@ -78,7 +146,7 @@ def create_app(shop: Shop) -> FastAPI:
         ]
         app.add_api_route(
             route.name,
-            endpoint,
+            endpoint_for(route),
             methods=[route.method],
             name=route.handler.__name__,
             summary=route.handler.__name__.replace("_", " "),

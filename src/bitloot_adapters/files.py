@@ -1,7 +1,8 @@
-"""Durable files: written whole or not at all, and never overwritten once there.
+"""Durable files: written whole or not at all.
 
-Used by the file vault (a delivered key must never change) and the file mailer (one
-``.eml`` per Message-ID).
+``create_once`` never overwrites: the file vault uses it (a delivered key must never
+change), and the file mailer (one ``.eml`` per Message-ID). ``replace_whole`` swaps a
+file for a new version at once: the settings keep the data dir's secrets with it.
 """
 
 from __future__ import annotations
@@ -44,3 +45,24 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def replace_whole(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``, replacing what is there, all at once.
+
+    The data goes to a uniquely named temporary file, is synced, then renamed over
+    ``path``: a reader sees the old file or the new one, never a part. Concurrent callers
+    must take turns (a lock) if the last one must not undo another's change. The file is
+    private to its owner (0600).
+    """
+    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as temp:
+            temp.write(data)
+            temp.flush()
+            os.fsync(temp.fileno())
+        Path(temp_name).replace(path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            Path(temp_name).unlink()
+    _fsync_directory(path.parent)

@@ -5,6 +5,12 @@ A server (FastAPI, Flask, anything) turns its request into an ``HttpRequest``, c
 response shapes live here once, so every server speaks the same contract
 (``docs/api.md``). Bad input is answered with ``{"error": {"code", "message"}}`` and a
 4xx status, never a 500, and changes nothing.
+
+What a server must do itself: read at most ``MAX_BODY_BYTES`` of a body (refusing by its
+``Content-Length`` before reading, and stopping a chunked upload at the limit) and set
+``HttpRequest.body_too_large`` when it stopped; and write a streamed answer one chunk at
+a time, waiting ``HttpResponse.stream_interval`` seconds between chunks (``paced`` does
+that for a server that gives each request a thread of its own). Nothing here sleeps.
 """
 
 from __future__ import annotations
@@ -60,6 +66,9 @@ class HttpRequest:
     # Header names in lower case.
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
+    # Set by a server that did not read the whole body because it is (or says it is)
+    # larger than ``MAX_BODY_BYTES``: every route then answers 413 ``body_too_large``.
+    body_too_large: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,7 +78,28 @@ class HttpResponse:
     content_type: str = JSON
     headers: Mapping[str, str] = field(default_factory=dict)
     # Set for Server-Sent Events: the server streams these chunks instead of ``body``.
+    # Each ``next()`` is quick (it reads the store, never sleeps); the server waits
+    # ``stream_interval`` seconds between chunks, without holding a thread if it can.
     stream: Iterator[bytes] | None = None
+    stream_interval: float = 0.0
+
+
+def paced(stream: Iterator[bytes], interval: float) -> Iterator[bytes]:
+    """``stream``'s chunks, sleeping ``interval`` seconds between them.
+
+    For servers that give each request a thread of its own (werkzeug's threaded server):
+    the sleep holds only that request's thread.
+    """
+    try:
+        chunk = next(stream, None)
+        while chunk is not None:
+            yield chunk
+            time.sleep(interval)
+            chunk = next(stream, None)
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
 
 
 def json_response(
@@ -148,8 +178,12 @@ class BodyTooLarge(InvalidInput):
         super().__init__(f"the body is larger than {MAX_BODY_BYTES} bytes")
 
 
+def body_too_large(request: HttpRequest) -> bool:
+    return request.body_too_large or len(request.body) > MAX_BODY_BYTES
+
+
 def _json_body(request: HttpRequest, *, optional: bool = False) -> dict[str, Any]:
-    if len(request.body) > MAX_BODY_BYTES:
+    if body_too_large(request):
         raise BodyTooLarge
     if not request.body.strip():
         if optional:
@@ -161,6 +195,14 @@ def _json_body(request: HttpRequest, *, optional: bool = False) -> dict[str, Any
         raise InvalidInput("the body is not valid JSON", code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidInput("the body must be a JSON object", code="invalid_json")
+    try:
+        # JSON's \ud800 escapes can make strings that are not Unicode text (lone
+        # surrogates): nothing downstream (SQLite, email) could store or send them.
+        json.dumps(data, ensure_ascii=False, default=str).encode()
+    except UnicodeEncodeError:
+        raise InvalidInput(
+            "the body has a string that is not valid Unicode", code="invalid_json"
+        ) from None
     return data
 
 
@@ -258,6 +300,11 @@ class ShopApi:
             route, params = matched
             name = route.name
             try:
+                if body_too_large(request):
+                    if route.handler is webhook:
+                        # Audited as a bad signature; the body is not kept.
+                        self.checkout.handle_ipn(b"", {})
+                    raise BodyTooLarge  # noqa: TRY301 - answered like any refusal below
                 response = route.handler(self, request, params)
             except BitlootError as exc:
                 response = error_response(exc.status_hint, exc.code, exc.message)
@@ -371,9 +418,6 @@ def key(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpRespo
 @_route("POST", "/webhooks/nowpayments")
 def webhook(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
     del params
-    if len(request.body) > MAX_BODY_BYTES:
-        api.checkout.handle_ipn(b"", {})  # audited as a bad signature; the body is not kept
-        raise BodyTooLarge
     result = api.checkout.handle_ipn(request.body, request.headers)
     if result.status_code >= HTTPStatus.BAD_REQUEST:
         return error_response(result.status_code, result.code, result.reason)
@@ -389,18 +433,21 @@ def events(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpRe
         content_type="text/event-stream",
         headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         stream=_status_stream(api, order_id, token),
+        stream_interval=SSE_POLL_SECONDS,
     )
 
 
 def _status_stream(api: ShopApi, order_id: str, token: str | None) -> Iterator[bytes]:
-    """One ``status`` event per change of the order, until it can change no more.
+    """One chunk per poll of the order: a ``status`` event when it changed, else a
+    keep-alive comment (``:``); the stream ends once the order can change no more.
 
-    Between changes it writes a comment line on every poll: that is how a server learns
-    a client went away (the write fails), so an abandoned stream ends within a poll.
+    It never sleeps: the server waits ``SSE_POLL_SECONDS`` between chunks. The comment
+    is how a server learns a client went away (the write fails), so an abandoned stream
+    ends within a poll.
     """
     last: tuple[object, ...] | None = None
     started = time.monotonic()
-    yield b"retry: 2000\n\n"
+    prefix = b"retry: 2000\n\n"  # sent with the first poll's event
     while time.monotonic() - started < SSE_MAX_SECONDS:
         view = api.checkout.get_order(order_id, token)
         state = (
@@ -414,12 +461,12 @@ def _status_stream(api: ShopApi, order_id: str, token: str | None) -> Iterator[b
             payload = json.dumps(
                 order_json(view.order, view.payment), separators=(",", ":"), default=_json_default
             )
-            yield f"event: status\ndata: {payload}\n\n".encode()
+            yield prefix + f"event: status\ndata: {payload}\n\n".encode()
+            prefix = b""
         else:
             yield b":\n\n"
         if view.order.status in TERMINAL:
             return  # nothing automatic changes it now; the page polls for admin changes
-        time.sleep(SSE_POLL_SECONDS)
 
 
 # --- admin API ------------------------------------------------------------------------------
@@ -495,6 +542,13 @@ def _job_json(job: Any) -> dict[str, object]:
 def admin_retry(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
     api.require_admin(request)
     order = api.checkout.retry_fulfillment(params["order_id"])
+    return json_response(200, order_json(order, None))
+
+
+@_route("POST", "/api/admin/orders/{order_id}/resend-email")
+def admin_resend_email(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    api.require_admin(request)
+    order = api.checkout.resend_email(params["order_id"])
     return json_response(200, order_json(order, None))
 
 

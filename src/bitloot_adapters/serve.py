@@ -1,7 +1,9 @@
 """What both example servers share: flags, settings, building the shop, the start banner.
 
-The admin token is printed only when it was generated in this data dir; a token from the
-environment is never printed, and no other secret is ever printed or logged. The web
+The admin token is printed only by the start that generated it, the first in its data dir
+(of processes starting together on an empty data dir, only the one that generated it
+prints it); a token from the environment is never printed, and no other secret is ever
+printed or logged. The web
 servers' access logs show request lines, and the customer page passes the order's access
 token as ``?token=`` (an ``EventSource`` cannot send headers) and key URLs carry their
 signed token in the path, so both servers hide those in their access logs with

@@ -2,25 +2,33 @@
 
 With no NowPayments API key the shop runs in sandbox mode. Secrets that the environment
 does not set are generated once and kept in ``<data dir>/secrets.json`` (mode 0600); an
-environment variable always wins. ``Settings`` never shows a secret in its ``repr``.
+environment variable always wins. Processes starting together on one data dir take turns
+on ``<data dir>/secrets.lock``, so they all end up with the same, saved secrets.
+``Settings`` never shows a secret in its ``repr``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
+
+from bitloot_adapters import files
 
 PREFIX: Final = "BITLOOT_"
 SECRETS_FILE: Final = "secrets.json"
+SECRETS_LOCK: Final = "secrets.lock"
 VAULT_KEY_BYTES: Final = 32
 
 
@@ -48,7 +56,9 @@ class Settings:
     pay_currency: str
     job_lease: timedelta = timedelta(minutes=2)
     sqlite_synchronous: str = "FULL"
-    # Names of secrets generated (not read from the environment) in this start.
+    # Names of secrets this start generated and saved in the data dir: empty when they
+    # came from the environment or were already kept (by an earlier start, or by another
+    # process starting at the same time).
     generated: frozenset[str] = frozenset()
 
     @property
@@ -100,36 +110,107 @@ def _key(raw: str, name: str) -> bytes:
     return key
 
 
-class _Secrets:
-    """Secrets kept in the data dir: read once, generated when missing, written 0600."""
+# Secrets kept in the data dir, and how to make each when it is missing. The sandbox keys
+# only pair the shop with its own loopback sandboxes: they are never read from the
+# environment.
+_KEPT: Final[dict[str, Callable[[], str]]] = {
+    "vault_key": lambda: base64.b64encode(secrets.token_bytes(VAULT_KEY_BYTES)).decode(),
+    "signing_key": lambda: base64.b64encode(secrets.token_bytes(VAULT_KEY_BYTES)).decode(),
+    "nowpayments_ipn_secret": lambda: secrets.token_hex(32),
+    "admin_token": lambda: secrets.token_urlsafe(32),
+    "sandbox_nowpayments_api_key": lambda: secrets.token_hex(16),
+    "sandbox_kinguin_api_key": lambda: secrets.token_hex(16),
+}
+_SANDBOX_ONLY: Final = frozenset({"sandbox_nowpayments_api_key", "sandbox_kinguin_api_key"})
 
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / SECRETS_FILE
-        self.values: dict[str, str] = {}
-        self.generated: set[str] = set()
-        if self.path.exists():
-            try:
-                loaded = json.loads(self.path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"{self.path} is unreadable: {type(exc).__name__}") from None
-            if not isinstance(loaded, dict):
-                raise ConfigError(f"{self.path} must hold a JSON object")
-            self.values = {str(k): str(v) for k, v in loaded.items()}
 
-    def get(self, name: str, make: str) -> str:
-        if name not in self.values:
-            self.values[name] = make
-            self.generated.add(name)
-        return self.values[name]
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created 0600, never removed)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock
 
-    def save(self) -> None:
-        if not self.generated:
-            return
-        temp = self.path.with_suffix(".tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(self.values, out, indent=2, sort_keys=True)
-        temp.replace(self.path)
+
+def _read_secrets(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"{path} is unreadable: {type(exc).__name__}") from None
+    try:
+        loaded = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{path} is unreadable: {type(exc).__name__}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    return {str(k): str(v) for k, v in loaded.items()}
+
+
+def _secrets_json(values: Mapping[str, str]) -> bytes:
+    return json.dumps(dict(values), indent=2, sort_keys=True).encode()
+
+
+def _kept_secrets(data_dir: Path, wanted: frozenset[str]) -> tuple[dict[str, str], set[str]]:
+    """The data dir's secrets, with any of ``wanted`` that is missing generated and saved.
+
+    Returns what ``secrets.json`` holds after the call, and the names this call
+    generated. Reading, generating and writing happen under an exclusive lock on
+    ``secrets.lock``, so processes starting together on one data dir (the web server and
+    ``bitloot worker``, say) generate each secret once and all use the saved value.
+    """
+    path = data_dir / SECRETS_FILE
+    with _locked(data_dir / SECRETS_LOCK):
+        current = _read_secrets(path)
+        made = {name: _KEPT[name]() for name in sorted(wanted) if name not in current}
+        if made:
+            if path.exists() or not files.create_once(path, _secrets_json(current | made)):
+                # The file is there (perhaps just written by something that does not take
+                # the lock): keep what it holds and add only what it lacks.
+                current = _read_secrets(path)
+                made = {name: value for name, value in made.items() if name not in current}
+                files.replace_whole(path, _secrets_json(current | made))
+            current = _read_secrets(path)
+    generated = {name for name, value in made.items() if current.get(name) == value}
+    return current, generated
+
+
+def _url_problem(raw: str) -> str | None:
+    """What is wrong with ``raw`` as the shop's public base URL, or None."""
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        return "is not a valid URL"
+    checks = (
+        (parts.scheme not in ("http", "https"), "must start with http:// or https://"),
+        (not parts.hostname, "must name a host"),
+        ("?" in raw or "#" in raw, "must not have a query or fragment"),
+        (parts.username is not None or parts.password is not None, "must not hold credentials"),
+        (any(c.isspace() or not c.isprintable() for c in raw), "must not contain spaces"),
+    )
+    return next((problem for failed, problem in checks if failed), None)
+
+
+def _public_url(env: Mapping[str, str], *, host: str, port: int, sandbox: bool) -> str:
+    """``BITLOOT_PUBLIC_URL`` checked (required in live mode), without a trailing slash."""
+    name = PREFIX + "PUBLIC_URL"
+    raw = env.get(name, "")
+    if raw == "":
+        if not sandbox:
+            raise ConfigError(
+                f"{name} is required in live mode: NOWPayments sends its IPNs to "
+                f"{name}/webhooks/nowpayments, and key links in emails use it"
+            )
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    problem = _url_problem(raw)
+    if problem:
+        raise ConfigError(f"{name} {problem} (an absolute URL such as https://shop.example)")
+    return raw.rstrip("/")
 
 
 def load_settings(
@@ -141,51 +222,59 @@ def load_settings(
 ) -> Settings:
     """Read the environment (``os.environ`` by default) and the data dir's secrets."""
     env = os.environ if env is None else env
-    data_dir.mkdir(parents=True, exist_ok=True)
-    stored = _Secrets(data_dir)
-
-    def secret(name: str, make: str) -> str:
-        return env.get(PREFIX + name.upper()) or stored.get(name, make)
-
     api_key = env.get(PREFIX + "NOWPAYMENTS_API_KEY", "")
     sandbox = api_key == ""
     kinguin_key = env.get(PREFIX + "KINGUIN_API_KEY", "")
     if not sandbox:
         missing = [
             PREFIX + name
-            for name in ("NOWPAYMENTS_IPN_SECRET", "KINGUIN_API_KEY")
+            for name in ("NOWPAYMENTS_IPN_SECRET", "KINGUIN_API_KEY", "PUBLIC_URL")
             if not env.get(PREFIX + name)
         ]
         if missing:
             raise ConfigError(f"missing required settings: {', '.join(missing)}")
-    vault_key = _key(
-        secret("vault_key", base64.b64encode(secrets.token_bytes(32)).decode()), "VAULT_KEY"
+    public_url = _public_url(env, host=host, port=port, sandbox=sandbox)
+    order_ttl = timedelta(minutes=_int(env, "ORDER_TTL_MINUTES", 60, low=1, high=7 * 24 * 60))
+    key_url_ttl = timedelta(
+        seconds=_int(env, "KEY_URL_TTL_SECONDS", 10800, low=1, high=7 * 24 * 3600)
     )
-    signing_key = _key(
-        secret("signing_key", base64.b64encode(secrets.token_bytes(32)).decode()), "SIGNING_KEY"
+    tolerance = _decimal(env, "UNDERPAY_TOLERANCE_PERCENT", Decimal(0))
+    job_lease = timedelta(seconds=_int(env, "JOB_LEASE_SECONDS", 120, low=1, high=24 * 3600))
+    synchronous = _choice(env, "SQLITE_SYNCHRONOUS", ("FULL", "NORMAL"))
+    from_env = {
+        name: env.get(PREFIX + name.upper(), "") for name in _KEPT if name not in _SANDBOX_ONLY
+    }
+    # A malformed key from the environment stops the start before anything is written.
+    for name in ("vault_key", "signing_key"):
+        if from_env[name]:
+            _key(from_env[name], name.upper())
+    wanted = frozenset(
+        name for name in _KEPT if not from_env.get(name) and (sandbox or name not in _SANDBOX_ONLY)
     )
-    settings = Settings(
+    data_dir.mkdir(parents=True, exist_ok=True)
+    kept, generated = _kept_secrets(data_dir, wanted)
+
+    def secret(name: str) -> str:
+        return from_env.get(name) or kept[name]
+
+    return Settings(
         data_dir=data_dir,
-        public_url=(env.get(PREFIX + "PUBLIC_URL") or f"http://{host}:{port}").rstrip("/"),
+        public_url=public_url,
         sandbox=sandbox,
-        nowpayments_api_key=api_key or secret("sandbox_nowpayments_api_key", secrets.token_hex(16)),
+        nowpayments_api_key=api_key or kept["sandbox_nowpayments_api_key"],
         nowpayments_base_url=env.get(PREFIX + "NOWPAYMENTS_BASE_URL", ""),
-        ipn_secret=secret("nowpayments_ipn_secret", secrets.token_hex(32)),
-        kinguin_api_key=kinguin_key or secret("sandbox_kinguin_api_key", secrets.token_hex(16)),
+        ipn_secret=secret("nowpayments_ipn_secret"),
+        kinguin_api_key=kinguin_key or kept["sandbox_kinguin_api_key"],
         kinguin_base_url=env.get(PREFIX + "KINGUIN_BASE_URL", ""),
-        vault_key=vault_key,
-        signing_key=signing_key,
-        admin_token=secret("admin_token", secrets.token_urlsafe(32)),
+        vault_key=_key(secret("vault_key"), "VAULT_KEY"),
+        signing_key=_key(secret("signing_key"), "SIGNING_KEY"),
+        admin_token=secret("admin_token"),
         smtp_url=env.get(PREFIX + "SMTP_URL") or None,
-        order_ttl=timedelta(minutes=_int(env, "ORDER_TTL_MINUTES", 60, low=1, high=7 * 24 * 60)),
-        key_url_ttl=timedelta(
-            seconds=_int(env, "KEY_URL_TTL_SECONDS", 10800, low=1, high=7 * 24 * 3600)
-        ),
-        underpay_tolerance_percent=_decimal(env, "UNDERPAY_TOLERANCE_PERCENT", Decimal(0)),
+        order_ttl=order_ttl,
+        key_url_ttl=key_url_ttl,
+        underpay_tolerance_percent=tolerance,
         pay_currency=(env.get(PREFIX + "PAY_CURRENCY") or "btc").lower(),
-        job_lease=timedelta(seconds=_int(env, "JOB_LEASE_SECONDS", 120, low=1, high=24 * 3600)),
-        sqlite_synchronous=_choice(env, "SQLITE_SYNCHRONOUS", ("FULL", "NORMAL")),
-        generated=frozenset(stored.generated),
+        job_lease=job_lease,
+        sqlite_synchronous=synchronous,
+        generated=frozenset(generated),
     )
-    stored.save()
-    return settings

@@ -26,6 +26,7 @@ from flow import (
     wait_for,
 )
 
+from bitloot_core.errors import MailerError
 from support.servers import RunningServer
 
 
@@ -190,6 +191,58 @@ def test_retry_fulfillment_after_a_kinguin_outage(server: RunningServer) -> None
     assert dead_jobs(server) == []
     actions = [a["action"] for a in admin_order(server, order["id"])["audit"]]
     assert "admin_retry_fulfillment" in actions
+
+
+# --- resend after email_failed -------------------------------------------------------------
+
+
+def resend(server: RunningServer, order_id: str):
+    return server.http.post(f"/api/admin/orders/{order_id}/resend-email", headers=server.admin)
+
+
+def test_resend_email_after_the_completion_email_died(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mail_dir = server.shop.settings.data_dir / "mail"
+
+    def refuse(message: object) -> None:
+        raise MailerError("the mail server refused the message")
+
+    monkeypatch.setattr(server.shop.checkout._mailer, "send", refuse)
+    order = buy(server, GIFT_CARD)
+    failed = wait_for(server, order, "fulfilled", until=lambda o: "email_failed" in o["flags"])
+    assert failed["items"][0]["delivered"] is True
+    [job] = [j for j in dead_jobs(server) if j["order_id"] == order["id"]]
+    assert job["kind"] == "completion_email"
+    assert not list(mail_dir.glob("*.eml"))
+    monkeypatch.undo()  # the mail server takes messages again
+
+    response = resend(server, order["id"])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["id"] == order["id"]
+    assert body["status"] == "fulfilled"
+    assert "email_failed" not in body["flags"]
+    assert set(body) == set(failed)  # the order JSON, as retry-fulfillment answers
+    key = f"completion_email:{order['id']}"
+    view = wait_admin(server, order["id"], lambda v: job_state(v, key) == "done")
+    assert "admin_resend_email" in [a["action"] for a in view["audit"]]
+    assert len(list(mail_dir.glob("*.eml"))) == 1
+    assert dead_jobs(server) == []
+    assert get_order(server, order)["flags"] == []
+
+
+def test_resend_email_is_refused_unless_the_email_died(server: RunningServer) -> None:
+    order = buy(server, GIFT_CARD)
+    wait_admin(
+        server, order["id"], lambda v: job_state(v, f"completion_email:{order['id']}") == "done"
+    )
+    waiting = create_order(server, GIFT_CARD)
+    before = snapshot(server)
+    assert_error(resend(server, order["id"]), 409, "invalid_state")
+    assert_error(resend(server, waiting["id"]), 409, "invalid_state")
+    assert_error(resend(server, "no-such-order"), 404, "not_found")
+    assert snapshot(server) == before
 
 
 def test_outage_of_zero_clears_pending_failures(server: RunningServer) -> None:
@@ -360,6 +413,7 @@ ADMIN_ROUTES = [
     ("GET", "/api/admin/orders?status=paid", None),
     ("GET", "/api/admin/orders/{id}", None),
     ("POST", "/api/admin/orders/{id}/retry-fulfillment", None),
+    ("POST", "/api/admin/orders/{id}/resend-email", None),
     ("POST", "/api/admin/orders/{id}/resolve", {"action": "refund", "note": "x"}),
     ("POST", f"/api/admin/products/{GIFT_CARD}/keys", {"keys": ["STOLEN-1"]}),
     ("GET", "/api/admin/jobs?state=dead", None),

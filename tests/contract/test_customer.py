@@ -287,6 +287,24 @@ def test_events_stream_one_status_event_per_change_until_fulfilled(
         assert before != after
 
 
+def test_events_keep_the_stream_alive_with_comments_between_changes(
+    shared_server: RunningServer,
+) -> None:
+    server = shared_server
+    order = create_order(server, STARDEW)
+    url = f"/api/orders/{order['id']}/events"
+    with server.http.stream("GET", url, headers=bearer(order["access_token"])) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        assert [next(lines) for _ in range(2)] == ["retry: 2000", ""]
+        head = [next(lines) for _ in range(3)]
+        assert head[0] == "event: status"
+        assert head[1].startswith("data: {")
+        assert head[2] == ""
+        # Nothing changes: a keep-alive comment on each poll, then more of them.
+        assert [next(lines) for _ in range(4)] == [":", "", ":", ""]
+
+
 def test_events_of_a_finished_order_send_one_event_and_end(server: RunningServer) -> None:
     order = buy(server, STARDEW)
     url = f"/api/orders/{order['id']}/events"

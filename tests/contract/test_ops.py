@@ -370,6 +370,8 @@ def test_live_mode_needs_its_secrets(tmp_path: Path) -> None:
         load_settings(data_dir=tmp_path, env={"BITLOOT_NOWPAYMENTS_API_KEY": "live"})
     assert "BITLOOT_NOWPAYMENTS_IPN_SECRET" in str(raised.value)
     assert "BITLOOT_KINGUIN_API_KEY" in str(raised.value)
+    # Without it NOWPayments would be told to send IPNs to loopback.
+    assert "BITLOOT_PUBLIC_URL" in str(raised.value)
 
 
 # --- secrets never in logs ------------------------------------------------------------------

@@ -1,0 +1,229 @@
+"""Settings: the data dir's kept secrets (under processes starting together) and the
+checks on ``BITLOOT_PUBLIC_URL``.
+
+Child processes are started with the ``spawn`` method and run this very file (through
+``runpy``), each loading the settings of one shared data dir, as a web server and a
+``bitloot worker`` starting together would.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import multiprocessing
+import runpy
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bitloot_adapters.settings import SECRETS_FILE, ConfigError, Settings, load_settings
+
+PROCESSES = 8
+WORKER_RUN_NAME = "bitloot_settings_child"
+LIVE = {
+    "BITLOOT_NOWPAYMENTS_API_KEY": "np-live-key",
+    "BITLOOT_NOWPAYMENTS_IPN_SECRET": "np-ipn-secret",
+    "BITLOOT_KINGUIN_API_KEY": "kinguin-live-key",
+}
+
+
+def kept(data_dir: Path) -> dict[str, str]:
+    loaded: dict[str, str] = json.loads((data_dir / SECRETS_FILE).read_text(encoding="utf-8"))
+    return loaded
+
+
+def summary(settings: Settings) -> dict[str, Any]:
+    return {
+        "vault_key": base64.b64encode(settings.vault_key).decode(),
+        "signing_key": base64.b64encode(settings.signing_key).decode(),
+        "nowpayments_ipn_secret": settings.ipn_secret,
+        "admin_token": settings.admin_token,
+        "sandbox_nowpayments_api_key": settings.nowpayments_api_key,
+        "sandbox_kinguin_api_key": settings.kinguin_api_key,
+        "generated": sorted(settings.generated),
+    }
+
+
+def _child(data_dir: str, out: str, start: Any) -> None:
+    start.wait(timeout=30)
+    settings = load_settings(data_dir=Path(data_dir), env={})
+    Path(out).write_text(json.dumps(summary(settings)), encoding="utf-8")
+
+
+if __name__ == WORKER_RUN_NAME:
+    _child(**globals()["WORKER"])
+
+
+# --- processes starting together ------------------------------------------------------------
+
+
+def test_processes_starting_together_on_an_empty_data_dir_share_the_saved_secrets(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(PROCESSES)
+    outs = [tmp_path / f"out-{n}.json" for n in range(PROCESSES)]
+    children = [
+        context.Process(
+            target=runpy.run_path,
+            args=(__file__,),
+            kwargs={
+                "run_name": WORKER_RUN_NAME,
+                "init_globals": {
+                    "WORKER": {"data_dir": str(data_dir), "out": str(out), "start": start}
+                },
+            },
+        )
+        for out in outs
+    ]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=60)
+    for child in children:
+        if child.is_alive():  # pragma: no cover - only a hung child gets here
+            child.kill()
+            child.join()
+    assert [child.exitcode for child in children] == [0] * PROCESSES
+
+    results = [json.loads(out.read_text(encoding="utf-8")) for out in outs]
+    generated = [result.pop("generated") for result in results]
+    on_disk = kept(data_dir)
+    assert all(result == on_disk for result in results)
+    # One process generated the secrets (and would print the admin token); the others
+    # found them saved.
+    assert sorted(generated) == [[]] * (PROCESSES - 1) + [sorted(on_disk)]
+    assert stat.S_IMODE((data_dir / SECRETS_FILE).stat().st_mode) == 0o600
+    # No temporary file is left behind.
+    assert sorted(p.name for p in data_dir.iterdir()) == ["secrets.json", "secrets.lock"]
+
+
+def test_a_later_start_generates_nothing_and_keeps_the_secrets(tmp_path: Path) -> None:
+    first = load_settings(data_dir=tmp_path, env={})
+    assert first.admin_token_generated
+    assert first.generated == frozenset(kept(tmp_path))
+    again = load_settings(data_dir=tmp_path, env={})
+    assert again.generated == frozenset()
+    assert not again.admin_token_generated
+    assert summary(again) | {"generated": []} == summary(first) | {"generated": []}
+
+
+def test_a_missing_secret_is_added_and_the_others_kept(tmp_path: Path) -> None:
+    (tmp_path / SECRETS_FILE).write_text(json.dumps({"admin_token": "kept-token"}))
+    settings = load_settings(data_dir=tmp_path, env={})
+    assert settings.admin_token == "kept-token"
+    assert not settings.admin_token_generated
+    assert "vault_key" in settings.generated
+    on_disk = kept(tmp_path)
+    assert on_disk["admin_token"] == "kept-token"
+    assert base64.b64decode(on_disk["vault_key"]) == settings.vault_key
+
+
+def test_a_secret_from_the_environment_is_neither_generated_nor_saved(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, env={"BITLOOT_ADMIN_TOKEN": "from-env-token"})
+    assert settings.admin_token == "from-env-token"
+    assert not settings.admin_token_generated
+    assert "admin_token" not in kept(tmp_path)
+
+
+def test_sandbox_provider_keys_live_only_in_the_data_dir(tmp_path: Path) -> None:
+    env = {
+        "BITLOOT_SANDBOX_NOWPAYMENTS_API_KEY": "from-env-np",
+        "BITLOOT_SANDBOX_KINGUIN_API_KEY": "from-env-kg",
+    }
+    settings = load_settings(data_dir=tmp_path, env=env)
+    on_disk = kept(tmp_path)
+    assert settings.nowpayments_api_key == on_disk["sandbox_nowpayments_api_key"] != "from-env-np"
+    assert settings.kinguin_api_key == on_disk["sandbox_kinguin_api_key"] != "from-env-kg"
+
+
+def test_live_mode_keeps_no_sandbox_keys(tmp_path: Path) -> None:
+    env = LIVE | {"BITLOOT_PUBLIC_URL": "https://shop.example"}
+    settings = load_settings(data_dir=tmp_path, env=env)
+    assert not settings.sandbox
+    assert settings.nowpayments_api_key == "np-live-key"
+    assert settings.ipn_secret == "np-ipn-secret"
+    assert set(kept(tmp_path)) == {"vault_key", "signing_key", "admin_token"}
+
+
+def test_a_malformed_key_from_the_environment_writes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="BITLOOT_VAULT_KEY"):
+        load_settings(data_dir=tmp_path / "d", env={"BITLOOT_VAULT_KEY": "short"})
+    assert not (tmp_path / "d").exists()
+
+
+def test_an_unreadable_secrets_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / SECRETS_FILE).write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="JSON object"):
+        load_settings(data_dir=tmp_path, env={})
+    (tmp_path / SECRETS_FILE).write_text("{not json")
+    with pytest.raises(ConfigError, match="unreadable"):
+        load_settings(data_dir=tmp_path, env={})
+
+
+# --- BITLOOT_PUBLIC_URL ---------------------------------------------------------------------
+
+
+def test_live_mode_requires_the_public_url(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="BITLOOT_PUBLIC_URL"):
+        load_settings(data_dir=tmp_path, env=LIVE)
+    settings = load_settings(
+        data_dir=tmp_path, env=LIVE | {"BITLOOT_PUBLIC_URL": "https://shop.example/"}
+    )
+    assert settings.public_url == "https://shop.example"
+
+
+def test_sandbox_mode_defaults_the_public_url_to_the_listening_address(tmp_path: Path) -> None:
+    assert load_settings(data_dir=tmp_path, port=8123, env={}).public_url == (
+        "http://127.0.0.1:8123"
+    )
+    settings = load_settings(data_dir=tmp_path, host="::1", port=8123, env={})
+    assert settings.public_url == "http://[::1]:8123"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://shop.example",
+        "https://shop.example/",
+        "http://127.0.0.1:8000",
+        "https://shop.example:8443/bitloot/",
+        "http://[::1]:8000",
+    ],
+)
+@pytest.mark.parametrize("live", [False, True])
+def test_a_well_formed_public_url_is_kept_without_its_trailing_slash(
+    tmp_path: Path, url: str, *, live: bool
+) -> None:
+    env = (LIVE if live else {}) | {"BITLOOT_PUBLIC_URL": url}
+    assert load_settings(data_dir=tmp_path, env=env).public_url == url.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "shop.example",
+        "/relative/path",
+        "ftp://shop.example",
+        "https://",
+        "https:///path",
+        "https://shop.example/?x=1",
+        "https://shop.example/#top",
+        "https://shop.example?",
+        "https://user:pass@shop.example",
+        "https://shop.example:99999",
+        "https://shop.example:port",
+        "https://shop example",
+        "https://shop.example/\n",
+        "javascript:alert(1)",
+    ],
+)
+@pytest.mark.parametrize("live", [False, True])
+def test_a_malformed_public_url_is_a_clear_error(tmp_path: Path, url: str, *, live: bool) -> None:
+    env = (LIVE if live else {}) | {"BITLOOT_PUBLIC_URL": url}
+    with pytest.raises(ConfigError, match="BITLOOT_PUBLIC_URL"):
+        load_settings(data_dir=tmp_path / "d", env=env)
+    assert not (tmp_path / "d").exists()
