@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -22,21 +23,28 @@ def create_once(path: Path, data: bytes) -> bool:
     a crash too. The file is private to its owner (0600, as ``mkstemp`` makes it).
     Needs a filesystem with hard links (any local POSIX one).
     """
+    with _synced_temp(path, data) as temp_name:
+        try:
+            os.link(temp_name, path)
+        except FileExistsError:
+            return False
+    _fsync_directory(path.parent)
+    return True
+
+
+@contextlib.contextmanager
+def _synced_temp(path: Path, data: bytes) -> Iterator[str]:
+    """A temporary file beside ``path`` holding ``data``, synced; removed afterwards."""
     fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as temp:
             temp.write(data)
             temp.flush()
             os.fsync(temp.fileno())
-        try:
-            os.link(temp_name, path)
-        except FileExistsError:
-            return False
+        yield temp_name
     finally:
         with contextlib.suppress(FileNotFoundError):
             Path(temp_name).unlink()
-    _fsync_directory(path.parent)
-    return True
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -55,14 +63,6 @@ def replace_whole(path: Path, data: bytes) -> None:
     must take turns (a lock) if the last one must not undo another's change. The file is
     private to its owner (0600).
     """
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as temp:
-            temp.write(data)
-            temp.flush()
-            os.fsync(temp.fileno())
+    with _synced_temp(path, data) as temp_name:
         Path(temp_name).replace(path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            Path(temp_name).unlink()
     _fsync_directory(path.parent)
