@@ -426,3 +426,13 @@ def test_a_pool_key_uploaded_twice_is_sold_once(kit: Kit) -> None:
     assert kit.checkout.add_pool_keys("shop-gift", ["GIFT-A", "GIFT-C"]) == 1
     with kit.store.transaction() as tx:
         assert tx.pool_size("shop-gift") == 3
+
+
+def test_a_job_retried_at_once_waits_for_the_next_pass() -> None:
+    kit = make_kit()
+    kit.checkout._random = lambda: 0.0  # full jitter drew a zero delay
+    order_id = paid_order(kit)
+    kit.supplier.outage(1)
+    assert [r.outcome for r in kit.checkout.run_due_jobs()] == ["retry"]
+    assert kit.supplier.calls == [order_id], "not retried within the same pass"
+    assert [r.outcome for r in kit.checkout.run_due_jobs()] == ["done", "done"]
