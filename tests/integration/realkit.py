@@ -43,12 +43,12 @@ import httpx
 import structlog
 
 from bitloot_adapters import cli
+from bitloot_adapters.bootstrap import DEMO_PRODUCTS
 from bitloot_adapters.kinguin import KinguinClient
 from bitloot_adapters.logs import FanOut
 from bitloot_adapters.mailers import FileMailer
 from bitloot_adapters.nowpayments import NowPaymentsClient
 from bitloot_adapters.sandbox import (
-    DEFAULT_PRODUCTS,
     IpnDelivery,
     KinguinCall,
     KinguinSandbox,
@@ -72,7 +72,7 @@ from bitloot_core.testing import (
     SequentialIds,
     SettableClock,
 )
-from bitloot_core.values import Job, Payment, Product, ProductSource
+from bitloot_core.values import Job, Payment
 
 # --- secrets every part of a test shop agrees on ------------------------------------------
 
@@ -85,49 +85,9 @@ ADMIN_TOKEN: Final = "admin-token-integration-b7c1d9e4f2"
 SENDER: Final = "bitloot <keys@bitloot.invalid>"
 BUYER: Final = "buyer@example.com"
 
-# --- the catalogue: Kinguin products the sandbox sells, and shop-owned key pools ----------
+# --- the catalogue: the demo shop's (Kinguin products the sandbox sells, key pools) ------
 
-_KINGUIN = {p.name: p for p in DEFAULT_PRODUCTS}
-CATALOGUE: Final = (
-    Product(
-        id="counter-strike-source",
-        name="Counter-Strike: Source",
-        price=Decimal("4.99"),
-        currency="usd",
-        source=ProductSource.KINGUIN,
-        supplier_ref=_KINGUIN["Counter-Strike: Source Steam CD Key"].product_id,
-    ),
-    Product(
-        id="stardew-valley",
-        name="Stardew Valley",
-        price=Decimal("11.99"),
-        currency="usd",
-        source=ProductSource.KINGUIN,
-        supplier_ref=_KINGUIN["Stardew Valley Steam CD Key"].product_id,
-    ),
-    Product(
-        id="hollow-knight",
-        name="Hollow Knight (gift card image)",
-        price=Decimal("14.99"),
-        currency="usd",
-        source=ProductSource.KINGUIN,
-        supplier_ref=_KINGUIN["Hollow Knight Steam Gift Card"].product_id,
-    ),
-    Product(
-        id="gift-card-10",
-        name="bitloot gift card $10",
-        price=Decimal("10.00"),
-        currency="usd",
-        source=ProductSource.CUSTOM,
-    ),
-    Product(
-        id="founders-pack",
-        name="Founder's pack (sold out)",
-        price=Decimal("15.00"),
-        currency="usd",
-        source=ProductSource.CUSTOM,
-    ),
-)
+CATALOGUE: Final = DEMO_PRODUCTS
 PRODUCTS: Final = {p.id: p for p in CATALOGUE}
 POOL_KEYS: Final = ("GIFT-7QX2-0001", "GIFT-7QX2-0002", "GIFT-7QX2-0003")
 WEBHOOK_PATH: Final = "/webhooks/nowpayments"
