@@ -21,7 +21,12 @@ from bitloot_adapters.logs import FanOut, LogObserver
 from bitloot_adapters.mailers import FileMailer, SmtpMailer
 from bitloot_adapters.metrics import ShopMetrics
 from bitloot_adapters.nowpayments import NowPaymentsClient
-from bitloot_adapters.sandbox import KinguinSandbox, NowPaymentsSandbox, SandboxServer
+from bitloot_adapters.sandbox import (
+    DEFAULT_PRODUCTS,
+    KinguinSandbox,
+    NowPaymentsSandbox,
+    SandboxServer,
+)
 from bitloot_adapters.settings import Settings
 from bitloot_adapters.sqlite_store import SqliteStore
 from bitloot_adapters.vault_file import FileVault
@@ -36,6 +41,7 @@ SENDER = "bitloot <keys@bitloot.invalid>"
 
 # The demo catalogue: Kinguin products (bought from the sandbox supplier) and shop-owned
 # products with a key pool, one of them empty to show the failure path.
+_SANDBOX_KINGUIN = {p.name: p.product_id for p in DEFAULT_PRODUCTS}
 DEMO_PRODUCTS = (
     Product(
         id="counter-strike-source",
@@ -43,7 +49,7 @@ DEMO_PRODUCTS = (
         price=Decimal("4.99"),
         currency="usd",
         source=ProductSource.KINGUIN,
-        supplier_ref="5c9b5f6b2539a4e8f172916a",
+        supplier_ref=_SANDBOX_KINGUIN["Counter-Strike: Source Steam CD Key"],
     ),
     Product(
         id="stardew-valley",
@@ -51,7 +57,7 @@ DEMO_PRODUCTS = (
         price=Decimal("11.99"),
         currency="usd",
         source=ProductSource.KINGUIN,
-        supplier_ref="5c9b5b8c2539a4e8f17291c2",
+        supplier_ref=_SANDBOX_KINGUIN["Stardew Valley Steam CD Key"],
     ),
     Product(
         id="hollow-knight",
@@ -59,7 +65,7 @@ DEMO_PRODUCTS = (
         price=Decimal("14.99"),
         currency="usd",
         source=ProductSource.KINGUIN,
-        supplier_ref="5c9b6a0a2539a4e8f1729c11",
+        supplier_ref=_SANDBOX_KINGUIN["Hollow Knight Steam Gift Card"],
     ),
     Product(
         id="gift-card-10",
