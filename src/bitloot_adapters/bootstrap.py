@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -32,6 +33,9 @@ from bitloot_adapters.sqlite_store import SqliteStore
 from bitloot_adapters.vault_file import FileVault
 from bitloot_adapters.worker import Pass, Worker, WorkerThread
 from bitloot_core.chart import OrderStatus
+
+if TYPE_CHECKING:
+    from bitloot_adapters.vault_s3 import S3Vault
 from bitloot_core.errors import NotFound
 from bitloot_core.ports import Clock, Mailer
 from bitloot_core.service import Checkout, CheckoutConfig
@@ -102,7 +106,7 @@ class Shop:
         settings: Settings,
         checkout: Checkout,
         store: SqliteStore,
-        vault: FileVault,
+        vault: FileVault | S3Vault,
         clock: Clock,
         metrics: ShopMetrics,
         http: httpx.Client,
@@ -126,6 +130,8 @@ class Shop:
         self._thread.start()
 
     def open_key(self, token: str) -> tuple[bytes, str]:
+        if not isinstance(self.vault, FileVault):
+            raise NotFound("keys are served by the object store's own signed URLs")
         return self.vault.open(token, self.clock.now())
 
     # --- sandbox controls ---------------------------------------------------------------
@@ -175,12 +181,32 @@ class Shop:
                 server.close()
         self.http.close()
         self.store.close()
+        if not isinstance(self.vault, FileVault):
+            self.vault.close()
 
 
 def _mailer(settings: Settings) -> Mailer:
     if settings.smtp_url:
         return SmtpMailer.from_url(settings.smtp_url, sender=SENDER)
     return FileMailer(settings.data_dir / "mail", sender=SENDER)
+
+
+def _vault(settings: Settings) -> FileVault | S3Vault:
+    if settings.s3 is None:
+        return FileVault(
+            settings.data_dir / "vault",
+            key=settings.vault_key,
+            signing_key=settings.signing_key,
+            base_url=settings.public_url,
+        )
+    # Imported here: boto3 is only needed (the "s3" extra) when the S3/R2 vault is used.
+    from bitloot_adapters.vault_s3 import S3Vault, make_r2_client  # noqa: PLC0415
+
+    s3 = settings.s3
+    client = make_r2_client(
+        s3.account_id, s3.access_key_id, s3.secret_access_key, endpoint_url=s3.endpoint_url
+    )
+    return S3Vault(client, bucket=s3.bucket)
 
 
 def _seed_demo_catalogue(checkout: Checkout, store: SqliteStore) -> None:
@@ -222,12 +248,7 @@ def build_shop(settings: Settings, *, page_dir: Path | None = None) -> Shop:
         settings.data_dir / "bitloot.db",
         synchronous="NORMAL" if settings.sqlite_synchronous == "NORMAL" else "FULL",
     )
-    vault = FileVault(
-        settings.data_dir / "vault",
-        key=settings.vault_key,
-        signing_key=settings.signing_key,
-        base_url=settings.public_url,
-    )
+    vault = _vault(settings)
     metrics = ShopMetrics(lambda: _count_orders(store))
     checkout = Checkout(
         store=store,

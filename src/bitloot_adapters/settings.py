@@ -37,6 +37,18 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class S3Settings:
+    """Where the S3/R2 vault keeps keys (set ``BITLOOT_S3_BUCKET`` to use it)."""
+
+    bucket: str
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    # Cloudflare R2's account id, or any S3-compatible endpoint URL.
+    account_id: str = ""
+    endpoint_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     data_dir: Path
     public_url: str
@@ -56,6 +68,8 @@ class Settings:
     pay_currency: str
     job_lease: timedelta = timedelta(minutes=2)
     sqlite_synchronous: str = "FULL"
+    # The S3/R2 vault; None keeps keys in the encrypted file vault in the data dir.
+    s3: S3Settings | None = None
     # Names of secrets this start generated and saved in the data dir: empty when they
     # came from the environment or were already kept (by an earlier start, or by another
     # process starting at the same time).
@@ -64,6 +78,26 @@ class Settings:
     @property
     def admin_token_generated(self) -> bool:
         return "admin_token" in self.generated
+
+
+def _s3(env: Mapping[str, str]) -> S3Settings | None:
+    bucket = env.get(PREFIX + "S3_BUCKET", "")
+    if not bucket:
+        return None
+    names = ("S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY")
+    missing = [PREFIX + name for name in names if not env.get(PREFIX + name)]
+    account, endpoint = env.get(PREFIX + "R2_ACCOUNT_ID", ""), env.get(PREFIX + "S3_ENDPOINT_URL")
+    if not account and not endpoint:
+        missing.append(f"{PREFIX}R2_ACCOUNT_ID or {PREFIX}S3_ENDPOINT_URL")
+    if missing:
+        raise ConfigError(f"{PREFIX}S3_BUCKET is set, so these are required: {', '.join(missing)}")
+    return S3Settings(
+        bucket=bucket,
+        access_key_id=env[PREFIX + "S3_ACCESS_KEY_ID"],
+        secret_access_key=env[PREFIX + "S3_SECRET_ACCESS_KEY"],
+        account_id=account,
+        endpoint_url=endpoint or None,
+    )
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
@@ -241,6 +275,7 @@ def load_settings(
     tolerance = _decimal(env, "UNDERPAY_TOLERANCE_PERCENT", Decimal(0))
     job_lease = timedelta(seconds=_int(env, "JOB_LEASE_SECONDS", 120, low=1, high=24 * 3600))
     synchronous = _choice(env, "SQLITE_SYNCHRONOUS", ("FULL", "NORMAL"))
+    s3 = _s3(env)
     from_env = {
         name: env.get(PREFIX + name.upper(), "") for name in _KEPT if name not in _SANDBOX_ONLY
     }
@@ -276,5 +311,6 @@ def load_settings(
         pay_currency=(env.get(PREFIX + "PAY_CURRENCY") or "btc").lower(),
         job_lease=job_lease,
         sqlite_synchronous=synchronous,
+        s3=s3,
         generated=frozenset(generated),
     )

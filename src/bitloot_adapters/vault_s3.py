@@ -109,6 +109,10 @@ class S3Vault:
     def __repr__(self) -> str:
         return f"S3Vault(bucket={self._bucket!r}, prefix={self._prefix!r})"
 
+    def close(self) -> None:
+        """Close the client's connections."""
+        self._client.close()
+
     def object_key(self, ref: str) -> str:
         return self._prefix + hashlib.sha256(ref.encode("utf-8", "surrogatepass")).hexdigest()
 

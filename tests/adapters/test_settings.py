@@ -227,3 +227,28 @@ def test_a_malformed_public_url_is_a_clear_error(tmp_path: Path, url: str, *, li
     with pytest.raises(ConfigError, match="BITLOOT_PUBLIC_URL"):
         load_settings(data_dir=tmp_path / "d", env=env)
     assert not (tmp_path / "d").exists()
+
+
+def test_the_s3_vault_is_off_unless_a_bucket_is_set(tmp_path: Path) -> None:
+    assert load_settings(data_dir=tmp_path, env={}).s3 is None
+
+
+def test_an_s3_bucket_needs_credentials_and_an_endpoint(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as missing:
+        load_settings(data_dir=tmp_path, env={"BITLOOT_S3_BUCKET": "keys"})
+    for name in ("S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY", "R2_ACCOUNT_ID"):
+        assert f"BITLOOT_{name}" in str(missing.value)
+    env = {
+        "BITLOOT_S3_BUCKET": "keys",
+        "BITLOOT_S3_ACCESS_KEY_ID": "AKID",
+        "BITLOOT_S3_SECRET_ACCESS_KEY": "r2-secret-value",
+        "BITLOOT_R2_ACCOUNT_ID": "acct",
+    }
+    settings = load_settings(data_dir=tmp_path, env=env)
+    assert settings.s3 is not None
+    assert (settings.s3.bucket, settings.s3.account_id, settings.s3.endpoint_url) == (
+        "keys",
+        "acct",
+        None,
+    )
+    assert "r2-secret-value" not in repr(settings)

@@ -59,7 +59,7 @@ from bitloot_adapters.sqlite_store import SqliteStore
 from bitloot_adapters.vault_s3 import S3Vault, make_r2_client
 from bitloot_core.service import Checkout, CheckoutConfig
 from bitloot_core.values import Product, ProductSource
-from support.servers import RunningServer
+from support.servers import RunningServer, running_server
 
 FULL = ("waiting", "confirming", "confirmed", "sending", "finished")
 SATOSHI = Decimal("1e-8")
@@ -423,3 +423,49 @@ def test_s3_vault_end_to_end(s3_shop: S3Shop) -> None:
         shop.gate.reset()
         assert browser.get(gift.url).status_code == 200
     assert len(shop.supplier.orders) == 1
+
+
+def test_the_example_server_serves_keys_from_an_s3_vault(tmp_path: Path) -> None:
+    """BITLOOT_S3_* makes the example server keep keys in S3/R2 and reveal presigned URLs."""
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    try:
+        with _s3_check().SigV4Gate(moto.get_host_and_port(), dict([S3_CREDENTIALS])) as gate:
+            admin = boto3.session.Session().client(
+                "s3",
+                region_name="us-east-1",
+                endpoint_url=gate.url,
+                aws_access_key_id=S3_CREDENTIALS[0],
+                aws_secret_access_key=S3_CREDENTIALS[1],
+            )
+            admin.create_bucket(Bucket="shop-keys")
+            env = {
+                "BITLOOT_S3_BUCKET": "shop-keys",
+                "BITLOOT_S3_ACCESS_KEY_ID": S3_CREDENTIALS[0],
+                "BITLOOT_S3_SECRET_ACCESS_KEY": S3_CREDENTIALS[1],
+                "BITLOOT_S3_ENDPOINT_URL": gate.url,
+            }
+            with running_server("fastapi", tmp_path / "data", env) as server:
+                order, payment = checkout(server, ("hollow-knight", 1), ("gift-card-10", 1))
+                assert all(ipn["answered"] == 200 for ipn in pay(server, payment["id"]))
+                fulfilled = wait_for(server, order, "fulfilled")
+                image, gift = (item["id"] for item in fulfilled["items"])
+                urls = {
+                    item: server.http.post(
+                        f"/api/orders/{order.id}/items/{item}/reveal", headers=order.auth
+                    ).json()["url"]
+                    for item in (image, gift)
+                }
+                assert all(url.startswith(gate.url) for url in urls.values())
+                png = httpx.get(urls[image])
+                assert png.headers["content-type"] == "image/png"
+                assert png.content.startswith(b"\x89PNG")
+                assert httpx.get(urls[gift]).text.startswith("GIFT-")
+                # The server's own /keys route has nothing to serve with this vault.
+                assert server.http.get("/keys/anything").status_code == 404
+            assert gate.rejections == []
+            assert len(admin.list_objects_v2(Bucket="shop-keys")["Contents"]) >= 2
+            admin.close()
+    finally:
+        moto.stop()
+        moto._server.server_close()
