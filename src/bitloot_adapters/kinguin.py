@@ -181,20 +181,17 @@ class KinguinClient:
         content: bytes | None = None,
     ) -> httpx.Response:
         """The one place where transport failures and error answers become our errors."""
-        headers = {"X-Api-Key": self._api_key, "Accept": "application/json"}
-        if content is not None:
-            headers["Content-Type"] = "application/json"
         what = f"Kinguin {method} {path}"
         response = transport.request(
             self._http,
             method,
             self._base_url + path,
+            api_key=("X-Api-Key", self._api_key),
             what=what,
             unavailable=SupplierUnavailable,
             failure=SupplierError,
             params=params,
             content=content,
-            headers=headers,
             timeout=self._timeout,
         )
         if response.is_success:

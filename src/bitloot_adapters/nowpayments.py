@@ -94,19 +94,16 @@ class NowPaymentsClient:
 
     def _send(self, method: str, path: str, *, content: bytes | None = None) -> httpx.Response:
         """The one place where transport failures and error answers become our errors."""
-        headers = {"x-api-key": self._api_key, "Accept": "application/json"}
-        if content is not None:
-            headers["Content-Type"] = "application/json"
         what = f"NOWPayments {method} {path}"
         response = transport.request(
             self._http,
             method,
             self._base_url + path,
+            api_key=("x-api-key", self._api_key),
             what=what,
             unavailable=ProviderUnavailable,
             failure=ProviderError,
             content=content,
-            headers=headers,
             timeout=self._timeout,
         )
         status = response.status_code

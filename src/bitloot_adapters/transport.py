@@ -19,13 +19,20 @@ def request(
     method: str,
     url: str,
     *,
+    api_key: tuple[str, str],
     what: str,
     unavailable: type[BitlootError],
     failure: type[BitlootError],
+    content: bytes | None = None,
     **options: Any,
 ) -> httpx.Response:
+    """A JSON API call: ``api_key`` is the (header, key) pair; ``content`` a JSON body."""
+    name, key = api_key
+    headers = {name: key, "Accept": "application/json"}
+    if content is not None:
+        headers["Content-Type"] = "application/json"
     try:
-        return http.request(method, url, **options)
+        return http.request(method, url, content=content, headers=headers, **options)
     except httpx.TimeoutException as exc:
         raise unavailable(f"{what} timed out") from exc
     except httpx.TransportError as exc:
