@@ -15,6 +15,8 @@ that for a server that gives each request a thread of its own). Nothing here sle
 
 from __future__ import annotations
 
+import functools
+import gzip
 import hmac
 import io
 import json
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from bitloot_core.chart import TERMINAL, Flag, OrderStatus
 from bitloot_core.errors import BitlootError, InvalidInput, NotFound, Unauthorized
+from bitloot_core.payment_uri import coin, payment_uri
 from bitloot_core.values import JobState, Order, Payment
 
 if TYPE_CHECKING:
@@ -136,7 +139,15 @@ def payment_json(payment: Payment | None) -> dict[str, object] | None:
         "pay_currency": payment.pay_currency,
         "actually_paid": payment.actually_paid,
         "valid_until": payment.valid_until,
+        "coin": _coin_json(payment.pay_currency),
+        # The BIP21/EIP-681 URI a wallet opens, or null for a coin without a standard one.
+        "uri": payment_uri(payment.pay_currency, payment.pay_address, payment.pay_amount),
     }
+
+
+def _coin_json(code: str) -> dict[str, str]:
+    paid = coin(code)
+    return {"ticker": paid.ticker, "name": paid.name, "network": paid.network}
 
 
 def order_json(order: Order, payment: Payment | None) -> dict[str, object]:
@@ -646,38 +657,60 @@ PAGE_TYPES: Final = {
     ".svg": "image/svg+xml",
     ".png": "image/png",
 }
+# Text compresses; PNG already is.
+COMPRESSED_TYPES: Final = frozenset({".html", ".js", ".css", ".svg"})
 _PAGE_FILE = re.compile(r"^[A-Za-z0-9_-]+\.(html|js|css|svg|png)$")
 
 
-def _page_file(api: ShopApi, name: str) -> HttpResponse:
+def _page_file(api: ShopApi, request: HttpRequest, name: str) -> HttpResponse:
     page_dir = api.shop.page_dir
     if page_dir is None or not _PAGE_FILE.match(name) or not (page_dir / name).is_file():
         raise NotFound(f"no page file {name!r}")
     path = page_dir / name
+    body = path.read_bytes()
+    headers = {"cache-control": "no-cache", "vary": "accept-encoding"}
+    if path.suffix in COMPRESSED_TYPES and _accepts_gzip(request):
+        body = _gzipped(body)
+        headers["content-encoding"] = "gzip"
     return HttpResponse(
-        status=200,
-        body=path.read_bytes(),
-        content_type=PAGE_TYPES[path.suffix],
-        headers={"cache-control": "no-cache"},
+        status=200, body=body, content_type=PAGE_TYPES[path.suffix], headers=headers
     )
+
+
+def _accepts_gzip(request: HttpRequest) -> bool:
+    """Whether ``Accept-Encoding`` allows gzip: named (or ``*``) without ``q=0``."""
+    weights: dict[str, bool] = {}
+    for part in request.headers.get("accept-encoding", "").split(","):
+        coding, _, params = part.strip().lower().partition(";")
+        quality = params.strip().removeprefix("q=").strip() if "q=" in params else "1"
+        try:
+            weights[coding.strip()] = float(quality) > 0
+        except ValueError:
+            weights[coding.strip()] = False
+    return weights.get("gzip", weights.get("*", False))
+
+
+@functools.lru_cache(maxsize=32)
+def _gzipped(body: bytes) -> bytes:
+    # mtime=0: the same file compresses to the same bytes (stable ETags, caches).
+    return gzip.compress(body, compresslevel=9, mtime=0)
 
 
 @_route("GET", "/")
 def page(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
-    del request, params
-    return _page_file(api, "index.html")
+    del params
+    return _page_file(api, request, "index.html")
 
 
 @_route("GET", "/order/{order_id}")
 def order_page(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
-    del request, params
-    return _page_file(api, "index.html")
+    del params
+    return _page_file(api, request, "index.html")
 
 
 @_route("GET", "/static/{name}")
 def static(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
-    del request
-    return _page_file(api, params["name"])
+    return _page_file(api, request, params["name"])
 
 
 @_route("GET", "/api/orders/{order_id}/qr.svg")
@@ -687,7 +720,9 @@ def payment_qr(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> Ht
     view = api.checkout.get_order(params["order_id"], _token(request))
     if view.payment is None:
         raise NotFound("the order has no payment yet")
-    uri = f"{view.payment.pay_currency}:{view.payment.pay_address}?amount={view.payment.pay_amount}"
+    payment = view.payment
+    # A coin with no standard URI gets a code of the bare address, which its wallets scan.
+    uri = payment_uri(payment.pay_currency, payment.pay_address, payment.pay_amount)
     out = io.BytesIO()
-    segno.make(uri, error="m").save(out, kind="svg", scale=4, border=2)
+    segno.make(uri or payment.pay_address, error="m").save(out, kind="svg", scale=4, border=2)
     return HttpResponse(status=200, body=out.getvalue(), content_type="image/svg+xml")
