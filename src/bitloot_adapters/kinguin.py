@@ -2,20 +2,31 @@
 
 ``fulfil(order_id=..., lines=...)`` buys the lines and returns every key:
 
-1. Look for a Kinguin order already placed for ``order_id``
-   (``GET /v1/order?orderExternalId=``). A job retried after a timeout finds the order the
-   first attempt placed and never buys twice.
-2. Otherwise price each product (``GET /v2/products/{productId}``) and place the order
-   (``POST /v2/order`` with ``orderExternalId`` = our order id).
-3. Read the keys (``GET /v2/order/{orderId}/keys``, page by page), polling every
+1. Look for the Kinguin orders already placed for ``order_id``
+   (``GET /v1/order?orderExternalId=``, for ``order_id`` and for each product's own id
+   ``{order_id}-{productId}``). A job retried after a timeout finds what the first attempt
+   placed and never buys twice.
+2. Price what is still missing (``GET /v2/products/{productId}``). Kinguin answers 404
+   (``HttpClient``) for a product out of stock, and its ``qty`` is what its offers hold:
+   either, or a quantity short of the order, is ``ProductUnavailable`` and nothing is
+   bought.
+3. Place the orders (``POST /v2/order``): the regular products together under
+   ``orderExternalId`` = our order id; each pre-order alone under its product's own id
+   (Kinguin takes one pre-order per request, never mixed with other products). Kinguin
+   refuses a repeated ``orderExternalId`` (422 ``ConstraintViolation``, its own guard
+   against a double purchase): the order it already holds is looked up and adopted.
+4. Read the keys (``GET /v2/order/{orderId}/keys``, page by page), polling every
    ``poll_interval`` seconds for up to ``key_wait`` seconds until every ordered key is
-   there. Still short: ``SupplierUnavailable`` ("keys not yet delivered"); the retried
-   job finds the same order and reads again.
+   there. Still short: ``KeysPending`` (retryable; the checkout waits for the keys, woken
+   by Kinguin's ``order.status`` webhook, without using up attempts). Kinguin puts no
+   limit on ``processing``, and delivers pre-order keys only after the release date.
 
 Errors are translated in one place, ``_send``: timeouts, connection errors, 5xx, 429 and
-the ``ResourceLock`` kind are ``SupplierUnavailable`` (retry later); everything else
-(``InsufficientBalance``, ``ProductUnavailable``, 401, ``ConstraintViolation``, other 4xx,
-a key we cannot decode) is ``SupplierError`` with Kinguin's ``kind``: an admin must look.
+the ``ResourceLock`` and ``OrderFailed`` kinds are ``SupplierUnavailable`` (retry later,
+a bounded number of times); ``ProductUnavailable`` is its own error; a canceled or
+refunded Kinguin order is ``SupplierOrderCanceled`` (never bought again under the same
+id); everything else (``InsufficientBalance``, 401, other 4xx, a key we cannot decode) is
+``SupplierError`` with Kinguin's ``kind``: an admin must look.
 
 The API key travels only in the ``X-Api-Key`` header and never appears in an exception
 message; no key (secret) ever appears in one either. Nothing here logs.
@@ -26,6 +37,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal
@@ -35,30 +47,49 @@ from urllib.parse import quote
 import httpx
 
 from bitloot_adapters import transport
-from bitloot_core.errors import SupplierError, SupplierUnavailable
+from bitloot_core.errors import (
+    KeysPending,
+    ProductUnavailable,
+    SupplierError,
+    SupplierOrderCanceled,
+    SupplierUnavailable,
+)
 from bitloot_core.values import SuppliedKey
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "MAX_PRODUCTS_PER_ORDER",
+    "MAX_QTY_PER_ORDER",
     "MAX_QTY_PER_PRODUCT",
     "KinguinClient",
+    "decode_image_serial",
+    "order_id_of",
 ]
 
 DEFAULT_BASE_URL: Final = "https://gateway.kinguin.net/esa/api"
 MAX_PRODUCTS_PER_ORDER: Final = 10
+# Kinguin sells at most 9 of one offer in one order, and 90 units in an order (10 lines).
+# The client buys each product in one line (two lines with one productId are refused),
+# from the cheapest offer: at most 9 of a product.
 MAX_QTY_PER_PRODUCT: Final = 9
+MAX_QTY_PER_ORDER: Final = 90
 MAX_KEYS_PAGE_LIMIT: Final = 100
+# A product ordered on its own (a pre-order) carries orderExternalId "{order id}-{productId}".
+OWN_ORDER_SEPARATOR: Final = "-"
 
 TEXT_KEY: Final = "text/plain"
 IMAGE_KEYS: Final = frozenset({"image/jpeg", "image/png", "image/gif"})
-RETRYABLE_KINDS: Final = frozenset({"ResourceLock"})
+# Kinguin's docs listed both as retryable from 2020-12 to 2024-05; OrderFailed has been
+# seen with retryable:false since. Retried a bounded number of times (the job's schedule).
+RETRYABLE_KINDS: Final = frozenset({"ResourceLock", "OrderFailed"})
 DEAD_ORDER_STATUSES: Final = frozenset({"canceled", "refunded"})
 
 _MESSAGE_LIMIT: Final = 300
 _TOO_MANY_REQUESTS: Final = 429
 _SERVER_ERROR: Final = 500
 _AUTH_STATUSES: Final = frozenset({401, 403})
+_NOT_FOUND: Final = 404
+_WHITESPACE: Final = re.compile(r"\s+")
 
 
 class KinguinClient:
@@ -99,27 +130,70 @@ class KinguinClient:
     def fulfil(self, *, order_id: str, lines: Sequence[tuple[str, int]]) -> list[SuppliedKey]:
         """Buy ``(productId, qty)`` lines for ``order_id`` (once) and return every key."""
         wanted = _wanted(order_id, lines)
-        order = self.find_order(order_id)
-        if order is None:
-            order = self._place_order(order_id, wanted)
-        kinguin_id = _check_order(order, order_id, wanted)
+        orders = self._found_orders(order_id, wanted)
+        missing = _missing(order_id, wanted, orders)
+        if missing:
+            orders.extend(self._place_missing(order_id, missing, orders))
+        kinguin_ids = [_check_order(order, order_id) for order in orders]
         # Bounded by the wall clock too (requests take time, not only the pauses): the
         # worker's job lease must outlast a call, so a call must not outlast key_wait.
         started, waited = self._monotonic(), 0.0
         while True:
-            keys = self.order_keys(kinguin_id)
-            delivered = _delivered(keys, wanted, kinguin_id)
+            keys = [key for kinguin_id in kinguin_ids for key in self.order_keys(kinguin_id)]
+            delivered = _delivered(keys, wanted, ", ".join(kinguin_ids))
             if delivered is not None:
                 return delivered
             if max(waited, self._monotonic() - started) >= self._key_wait:
-                raise SupplierUnavailable(
-                    f"Kinguin order {kinguin_id} for order {order_id}: keys not yet delivered "
-                    f"({len(keys)} of {sum(wanted.values())})",
-                    kind="KeysPending",
+                raise KeysPending(
+                    f"Kinguin order {', '.join(kinguin_ids)} for order {order_id}: keys not yet "
+                    f"delivered ({len(keys)} of {sum(wanted.values())})",
+                    preorder=self._waits_for_preorder(order_id, orders, keys),
                 )
             pause = min(self._poll_interval, self._key_wait - waited)
             self._sleep(pause)
             waited += pause
+
+    def _found_orders(self, order_id: str, wanted: dict[str, int]) -> list[dict[str, Any]]:
+        """The live orders placed for ``order_id`` under any of its external ids."""
+        found = []
+        for external_id in (order_id, *(_own_id(order_id, p) for p in wanted)):
+            order = self.find_order(external_id)
+            if order is not None:
+                found.append(order)
+        return found
+
+    def _place_missing(
+        self, order_id: str, missing: dict[str, int], placed: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Price what is missing, then place it: pre-orders each alone, the rest together."""
+        offers = {product_id: self._offer(product_id, qty) for product_id, qty in missing.items()}
+        used = {order.get("orderExternalId") for order in placed}
+        together = {p: q for p, q in missing.items() if not offers[p][1]}
+        groups: list[tuple[str, dict[str, int]]] = []
+        if together and order_id not in used:
+            groups.append((order_id, together))
+        else:  # the shared id holds other products already: each goes on its own
+            groups.extend((_own_id(order_id, p), {p: q}) for p, q in together.items())
+        groups.extend((_own_id(order_id, p), {p: q}) for p, q in missing.items() if offers[p][1])
+        return [
+            self._place_order(external_id, group, {p: offers[p][0] for p in group})
+            for external_id, group in groups
+        ]
+
+    def _waits_for_preorder(
+        self, order_id: str, orders: list[dict[str, Any]], keys: list[dict[str, Any]]
+    ) -> bool:
+        """Whether a key still missing belongs to a pre-order (its wait may be longer)."""
+        have: dict[str, int] = {}
+        for key in keys:
+            have[str(key.get("productId"))] = have.get(str(key.get("productId")), 0) + 1
+        for order in orders:
+            for product in _products(order) or []:
+                short = have.get(product["productId"], 0) < product["qty"]
+                own = order.get("orderExternalId") == _own_id(order_id, product["productId"])
+                if short and (product.get("isPreorder") is True or own):
+                    return True
+        return False
 
     def find_order(self, order_external_id: str) -> dict[str, Any] | None:
         """The Kinguin order placed with ``orderExternalId``, or ``None``."""
@@ -153,24 +227,61 @@ class KinguinClient:
                 return keys
             page += 1
 
-    def _place_order(self, order_id: str, wanted: dict[str, int]) -> dict[str, Any]:
+    def _place_order(
+        self, external_id: str, wanted: dict[str, int], prices: dict[str, Decimal]
+    ) -> dict[str, Any]:
         products = ",".join(
             '{"productId":%s,"qty":%d,"price":%s}'  # noqa: UP031  exact Decimal text
-            % (json.dumps(product_id), qty, _json_number(self._price(product_id)))
+            % (json.dumps(product_id), qty, _json_number(prices[product_id]))
             for product_id, qty in wanted.items()
         )
-        body = '{"products":[%s],"orderExternalId":%s}' % (products, json.dumps(order_id))  # noqa: UP031
-        order = self._json(self._send("POST", "/v2/order", content=body.encode()))
+        body = '{"products":[%s],"orderExternalId":%s}' % (products, json.dumps(external_id))  # noqa: UP031
+        try:
+            order = self._json(self._send("POST", "/v2/order", content=body.encode()))
+        except SupplierError as exc:
+            if exc.kind != "ConstraintViolation" or exc.retryable:
+                raise
+            # Kinguin refuses a repeated orderExternalId: it already holds this order
+            # (placed by a call whose answer was lost). Adopt it; never buy again.
+            adopted = self.find_order(external_id)
+            if adopted is None:
+                raise
+            order = adopted
         if not isinstance(order, dict):
             raise SupplierError("Kinguin answered the order with something else than an order")
+        held = _products(order)
+        if held is not None and _count(held) != wanted:
+            raise SupplierError(
+                f"Kinguin order {order.get('orderId')} ({external_id}) holds other products "
+                "than the order"
+            )
         return order
 
-    def _price(self, product_id: str) -> Decimal:
-        product = self._json(self._send("GET", f"/v2/products/{quote(product_id, safe='')}"))
+    def _offer(self, product_id: str, qty: int) -> tuple[Decimal, bool]:
+        """The cheapest offer's price, and whether it is a pre-order; unavailable: raises."""
+        path = f"/v2/products/{quote(product_id, safe='')}"
+        try:
+            product = self._json(self._send("GET", path))
+        except SupplierError as exc:
+            # Kinguin answers 404 ({"kind": "HttpClient"}) for an unknown product and for
+            # one out of stock alike.
+            if exc.status != _NOT_FOUND:
+                raise
+            raise ProductUnavailable(
+                f"Kinguin product {product_id} is not found or out of stock",
+                kind="ProductUnavailable",
+                status=_NOT_FOUND,
+            ) from exc
         price = product.get("price") if isinstance(product, dict) else None
         if isinstance(price, bool) or not isinstance(price, Decimal | int) or price < 0:
             raise SupplierError(f"Kinguin product {product_id} has no usable price")
-        return Decimal(price)
+        stock = product.get("qty")
+        if isinstance(stock, int) and not isinstance(stock, bool) and stock < qty:
+            raise ProductUnavailable(
+                f"Kinguin product {product_id} has {stock} in stock, {qty} ordered",
+                kind="ProductUnavailable",
+            )
+        return Decimal(price), product.get("isPreorder") is True
 
     def _send(
         self,
@@ -203,6 +314,8 @@ class KinguinClient:
             raise SupplierUnavailable(text, kind=kind, status=status)
         if status in _AUTH_STATUSES:
             kind = kind or "Authorization"
+        if kind == "ProductUnavailable":
+            raise ProductUnavailable(text, kind=kind, status=status)
         raise SupplierError(text, kind=kind, status=status)
 
     def _error_details(self, response: httpx.Response) -> tuple[str | None, str]:
@@ -234,6 +347,18 @@ class KinguinClient:
             ) from exc
 
 
+def order_id_of(order_external_id: str, known: Callable[[str], bool]) -> str | None:
+    """Our order id behind a Kinguin ``orderExternalId`` (``known`` tells ours apart)."""
+    if known(order_external_id):
+        return order_external_id
+    head, separator, _ = order_external_id.partition(OWN_ORDER_SEPARATOR)
+    return head if separator and head and known(head) else None
+
+
+def _own_id(order_id: str, product_id: str) -> str:
+    return f"{order_id}{OWN_ORDER_SEPARATOR}{product_id}"
+
+
 def _wanted(order_id: str, lines: Sequence[tuple[str, int]]) -> dict[str, int]:
     """The lines as productId -> quantity, checked against Kinguin's order limits."""
     wanted: dict[str, int] = {}
@@ -256,37 +381,63 @@ def _wanted(order_id: str, lines: Sequence[tuple[str, int]]) -> dict[str, int]:
     if over:
         raise SupplierError(
             f"order {order_id} wants {wanted[over[0]]} of Kinguin product {over[0]}; "
-            f"Kinguin sells at most {MAX_QTY_PER_PRODUCT} of one product per order",
+            f"Kinguin sells at most {MAX_QTY_PER_PRODUCT} of one offer in an order",
             kind="ConstraintViolation",
         )
     return wanted
 
 
-def _check_order(order: dict[str, Any], order_id: str, wanted: dict[str, int]) -> str:
-    """The Kinguin orderId, once the order is known to be live and to hold our lines."""
-    kinguin_id = order.get("orderId")
-    if not isinstance(kinguin_id, str) or not kinguin_id:
-        raise SupplierError(f"Kinguin's order for order {order_id} has no orderId")
-    status = order.get("status")
-    if status in DEAD_ORDER_STATUSES:
-        raise SupplierError(
-            f"Kinguin order {kinguin_id} for order {order_id} is {status}", kind="OrderFailed"
-        )
+def _products(order: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The order's product lines, or ``None`` when Kinguin did not list them usably."""
     products = order.get("products")
     if isinstance(products, list) and all(
         isinstance(p, dict)
         and isinstance(p.get("productId"), str)
         and isinstance(p.get("qty"), int)
+        and not isinstance(p.get("qty"), bool)
         for p in products
     ):
-        held: dict[str, int] = {}
-        for product in products:
-            held[product["productId"]] = held.get(product["productId"], 0) + product["qty"]
-        if held != wanted:
-            raise SupplierError(
-                f"Kinguin order {kinguin_id} for order {order_id} holds other products "
-                "than the order"
-            )
+        return products
+    return None
+
+
+def _count(products: list[dict[str, Any]]) -> dict[str, int]:
+    held: dict[str, int] = {}
+    for product in products:
+        held[product["productId"]] = held.get(product["productId"], 0) + product["qty"]
+    return held
+
+
+def _missing(order_id: str, wanted: dict[str, int], orders: list[dict[str, Any]]) -> dict[str, int]:
+    """What the found orders do not hold yet; they must hold nothing we did not order."""
+    held: dict[str, int] = {}
+    for order in orders:
+        products = _products(order)
+        if products is None:
+            # An order that does not say what it holds is taken to hold its share: with
+            # one order (the usual case) that is everything.
+            return {}
+        for product_id, qty in _count(products).items():
+            held[product_id] = held.get(product_id, 0) + qty
+    if any(qty > wanted.get(product_id, 0) for product_id, qty in held.items()):
+        raise SupplierError(
+            f"Kinguin's orders for order {order_id} hold other products than the order"
+        )
+    return {p: q - held.get(p, 0) for p, q in wanted.items() if q > held.get(p, 0)}
+
+
+def _check_order(order: dict[str, Any], order_id: str) -> str:
+    """The Kinguin orderId, once the order is known to be live."""
+    kinguin_id = order.get("orderId")
+    if not isinstance(kinguin_id, str) or not kinguin_id:
+        raise SupplierError(f"Kinguin's order for order {order_id} has no orderId")
+    status = order.get("status")
+    if status in DEAD_ORDER_STATUSES:
+        # Kinguin does not say whether the id of a canceled order may be used again; a
+        # new purchase is the admin's decision, never an automatic one.
+        raise SupplierOrderCanceled(
+            f"Kinguin order {kinguin_id} for order {order_id} is {status}", kind=str(status)
+        )
     return kinguin_id
 
 
@@ -322,12 +473,27 @@ def _supplied(key: dict[str, Any], kinguin_order_id: str) -> SuppliedKey:
         secret = serial.encode()
     elif key_type in IMAGE_KEYS:
         try:
-            secret = base64.b64decode(serial, validate=True)
-        except (binascii.Error, ValueError) as exc:
+            secret = decode_image_serial(serial)
+        except ValueError as exc:
             raise SupplierError(f"{where} is not valid base64", kind="BadKey") from exc
     else:
         raise SupplierError(f"{where} has the unknown type {key_type!r}", kind="BadKey")
-    return SuppliedKey(product_ref=product_id, secret=secret, content_type=str(key_type))
+    raw = serial if key_type in IMAGE_KEYS else None
+    return SuppliedKey(product_ref=product_id, secret=secret, content_type=str(key_type), raw=raw)
+
+
+def decode_image_serial(serial: str) -> bytes:
+    """An image key's bytes from its base64 ``serial``.
+
+    Kinguin does not document how it formats the data: whitespace and line breaks (MIME
+    wraps at 76 columns) and missing padding are tolerated; anything else is refused.
+    """
+    compact = _WHITESPACE.sub("", serial)
+    compact += "=" * (-len(compact) % 4)
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("not valid base64") from exc
 
 
 def _json_number(amount: Decimal) -> str:

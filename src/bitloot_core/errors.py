@@ -17,7 +17,10 @@
     ├── ProviderError                 a payment provider call failed (502)
     │   └── ProviderUnavailable       retryable: timeouts, 5xx, 429
     ├── SupplierError                 a key supplier call failed, needs an admin (502)
-    │   └── SupplierUnavailable       retryable: timeouts, 5xx, 429, ResourceLock
+    │   ├── SupplierUnavailable       retryable: timeouts, 5xx, 429, ResourceLock, OrderFailed
+    │   │   └── KeysPending           the supplier holds the order, keys not delivered yet
+    │   ├── ProductUnavailable        out of stock (or short of the quantity): no purchase
+    │   └── SupplierOrderCanceled     the supplier canceled or refunded its order
     ├── MailerError                   the mail server refused a message (502)
     │   └── MailerUnavailable         retryable: the server is down or busy
     ├── VaultError                    the key vault failed (retryable, 503)
@@ -144,6 +147,36 @@ class SupplierUnavailable(SupplierError):
     code = "supplier_unavailable"
     status_hint = 503
     retryable = True
+
+
+class KeysPending(SupplierUnavailable):
+    """The supplier's order is placed and paid, its keys are not delivered yet.
+
+    Waiting is not failing: the order waits for the keys (a pre-order until its release)
+    without using up fulfillment attempts.
+    """
+
+    code = "keys_pending"
+
+    def __init__(
+        self, message: str, *, preorder: bool = False, kind: str | None = "KeysPending"
+    ) -> None:
+        super().__init__(message, kind=kind)
+        self.preorder = preorder
+        self.data["preorder"] = preorder
+
+
+class ProductUnavailable(SupplierError):
+    """The supplier cannot sell the product in the quantity ordered; nothing was bought."""
+
+    code = "product_unavailable"
+    status_hint = 409
+
+
+class SupplierOrderCanceled(SupplierError):
+    """The supplier canceled or refunded the order it held for us; never bought again."""
+
+    code = "supplier_order_canceled"
 
 
 class MailerError(BitlootError):

@@ -178,6 +178,9 @@ class SuppliedKey:
     product_ref: str
     secret: bytes = field(repr=False)
     content_type: str = "text/plain"
+    # The supplier's text as sent, when ``secret`` was decoded from it (an image key's
+    # base64): kept so a key is never lost to a decoding the supplier did not document.
+    raw: str | None = field(default=None, repr=False)
 
 
 class JobKind(enum.StrEnum):

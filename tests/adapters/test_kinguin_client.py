@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import struct
@@ -13,7 +14,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from bitloot_adapters.kinguin import KinguinClient
+from bitloot_adapters.kinguin import KinguinClient, decode_image_serial
 from bitloot_adapters.sandbox import (
     KinguinProduct,
     KinguinSandbox,
@@ -21,7 +22,13 @@ from bitloot_adapters.sandbox import (
     SandboxResponse,
     SandboxServer,
 )
-from bitloot_core.errors import SupplierError, SupplierUnavailable
+from bitloot_core.errors import (
+    KeysPending,
+    ProductUnavailable,
+    SupplierError,
+    SupplierOrderCanceled,
+    SupplierUnavailable,
+)
 from bitloot_core.testing import SettableClock
 
 API_KEY = "kg-live-0123456789abcdef"
@@ -188,9 +195,11 @@ def test_keys_still_missing_after_key_wait_are_retryable_and_found_later(
     sandbox.key_delay = 60.0
     client = make_client(http, server, sleeper, key_wait=5.0, poll_interval=2.0)
 
-    with pytest.raises(SupplierUnavailable, match="keys not yet delivered") as caught:
+    with pytest.raises(KeysPending, match="keys not yet delivered") as caught:
         client.fulfil(order_id="ord_1", lines=[(CSS, 3)])
     assert caught.value.kind == "KeysPending"
+    assert caught.value.retryable
+    assert not caught.value.preorder
     assert sleeper.pauses == [2.0, 2.0, 1.0]
 
     clock.advance(timedelta(minutes=1))
@@ -229,6 +238,18 @@ def test_an_outage_of_three_calls_is_retryable_then_succeeds(client, sandbox, mo
     assert len(sandbox.orders) == 1
 
 
+def test_order_failed_is_retryable_and_the_retry_buys_once(client, sandbox):
+    sandbox.outage(1, "order_failed", method="POST")
+
+    with pytest.raises(SupplierUnavailable) as caught:
+        client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+
+    assert caught.value.kind == "OrderFailed"
+    assert caught.value.status == 422
+    assert len(client.fulfil(order_id="ord_1", lines=[(CSS, 1)])) == 1
+    assert len(sandbox.orders) == 1
+
+
 def test_resource_lock_is_retryable(client, sandbox):
     sandbox.outage(1, "resource_lock", method="POST")
 
@@ -252,25 +273,216 @@ def test_insufficient_balance_needs_an_admin(client, sandbox):
     assert sandbox.orders == []
 
 
-def test_a_product_out_of_stock_is_product_unavailable(client, sandbox):
+def test_a_quantity_short_of_the_order_is_unavailable_and_buys_nothing(client, sandbox):
     sandbox.add_product(
         KinguinProduct(product_id="rare", kinguin_id=7, name="Rare", price=Decimal(1), stock=1)
     )
 
-    with pytest.raises(SupplierError) as caught:
-        client.fulfil(order_id="ord_1", lines=[("rare", 2)])
+    with pytest.raises(ProductUnavailable, match="1 in stock, 2 ordered") as caught:
+        client.fulfil(order_id="ord_1", lines=[(CSS, 1), ("rare", 2)])
 
-    assert type(caught.value) is SupplierError
     assert caught.value.kind == "ProductUnavailable"
+    assert not caught.value.retryable
+    assert posts(sandbox) == []
 
 
-def test_an_unknown_product_is_not_retryable(client, sandbox):
-    with pytest.raises(SupplierError) as caught:
-        client.fulfil(order_id="ord_1", lines=[("no-such-product", 1)])
+def test_an_out_of_stock_lookup_404_is_unavailable_not_an_http_error(client, sandbox):
+    sandbox.set_stock(STARDEW, 0)
 
-    assert type(caught.value) is SupplierError
+    with pytest.raises(ProductUnavailable, match="not found or out of stock") as caught:
+        client.fulfil(order_id="ord_1", lines=[(STARDEW, 1)])
+
+    assert caught.value.kind == "ProductUnavailable"
     assert caught.value.status == 404
     assert posts(sandbox) == []
+    assert sandbox.balance == Decimal("500.00")
+
+
+def test_an_unknown_product_is_unavailable(client, sandbox):
+    with pytest.raises(ProductUnavailable) as caught:
+        client.fulfil(order_id="ord_1", lines=[("no-such-product", 1)])
+
+    assert caught.value.status == 404
+    assert not caught.value.retryable
+    assert posts(sandbox) == []
+
+
+def test_stock_sold_between_lookup_and_purchase_is_unavailable(client, sandbox):
+    original = sandbox.handle
+
+    def sell_out_before_the_post(request: SandboxRequest) -> SandboxResponse:
+        if request.method == "POST":
+            sandbox.set_stock(CSS, 0)
+        return original(request)
+
+    sandbox.handle = sell_out_before_the_post  # type: ignore[method-assign]
+
+    with pytest.raises(ProductUnavailable) as caught:
+        client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+
+    assert caught.value.status == 400
+    assert sandbox.orders == []
+
+
+class LaggingSearch:
+    """Kinguin in front of ``sandbox``, whose order search misses the first ``misses``
+    orders placed (a search index that lags behind, or an answer lost on the way)."""
+
+    def __init__(self, sandbox: KinguinSandbox, misses: int) -> None:
+        self.sandbox = sandbox
+        self.misses = misses
+
+    def handle(self, request: SandboxRequest) -> SandboxResponse:
+        if (
+            request.path == "/v1/order"
+            and request.query.get("orderExternalId") == "ord_1"
+            and self.misses
+        ):
+            self.misses -= 1
+            return SandboxResponse(status=200, body=b'{"results":[],"item_count":0}')
+        return self.sandbox.handle(request)
+
+
+def test_a_refused_repeat_external_id_adopts_the_order_kinguin_holds(http, sandbox, sleeper):
+    with SandboxServer(sandbox) as direct:
+        first = make_client(http, direct, sleeper).fulfil(order_id="ord_1", lines=[(CSS, 2)])
+    with SandboxServer(LaggingSearch(sandbox, misses=1)) as lagging:
+        again = make_client(http, lagging, sleeper).fulfil(order_id="ord_1", lines=[(CSS, 2)])
+
+    assert [k.secret for k in again] == [k.secret for k in first]
+    assert [c.status for c in sandbox.calls if c.method == "POST"] == [201, 422]
+    assert len(sandbox.orders) == 1
+    assert sandbox.balance == Decimal("500.00") - Decimal("7.58")
+
+
+def test_a_refusal_with_no_order_to_adopt_is_not_hidden(http, sandbox, sleeper):
+    with SandboxServer(sandbox) as direct:
+        make_client(http, direct, sleeper).fulfil(order_id="ord_1", lines=[(CSS, 1)])
+    with SandboxServer(LaggingSearch(sandbox, misses=2)) as lagging:
+        client = make_client(http, lagging, sleeper)
+        with pytest.raises(SupplierError) as caught:
+            client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+
+    assert caught.value.kind == "ConstraintViolation"
+    assert caught.value.status == 422
+    assert not caught.value.retryable
+
+
+def test_an_adopted_order_holding_other_products_needs_an_admin(http, sandbox, sleeper):
+    with SandboxServer(sandbox) as direct:
+        make_client(http, direct, sleeper).fulfil(order_id="ord_1", lines=[(CSS, 1)])
+    with SandboxServer(LaggingSearch(sandbox, misses=1)) as lagging:
+        client = make_client(http, lagging, sleeper)
+        with pytest.raises(SupplierError, match="other products"):
+            client.fulfil(order_id="ord_1", lines=[(STARDEW, 1)])
+    assert len(sandbox.orders) == 1
+
+
+def test_a_canceled_kinguin_order_is_never_bought_again(client, sandbox):
+    client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+    (order,) = sandbox.orders
+    sandbox.cancel(order["orderId"], "refunded")
+
+    with pytest.raises(SupplierOrderCanceled, match="is refunded") as caught:
+        client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+
+    assert caught.value.kind == "refunded"
+    assert not caught.value.retryable
+    assert posts(sandbox) == ["ord_1"]
+
+
+def preorder(sandbox: KinguinSandbox, clock: SettableClock, product_id: str = "pre") -> None:
+    sandbox.add_product(
+        KinguinProduct(
+            product_id=product_id,
+            kinguin_id=len(product_id),
+            name=f"Soon {product_id}",
+            price=Decimal(2),
+            release_at=clock.now() + timedelta(days=30),
+        )
+    )
+
+
+def test_a_pre_order_is_ordered_on_its_own_and_waited_for_until_its_release(client, sandbox, clock):
+    preorder(sandbox, clock)
+
+    with pytest.raises(KeysPending) as caught:
+        client.fulfil(order_id="ord_1", lines=[(CSS, 1), ("pre", 2)])
+
+    assert caught.value.preorder
+    assert caught.value.retryable
+    assert sorted(posts(sandbox)) == ["ord_1", "ord_1-pre"]
+    bodies = sorted(
+        json.loads(c.body)["products"][0]["productId"] for c in sandbox.calls if c.method == "POST"
+    )
+    assert bodies == [CSS, "pre"]
+    assert all(
+        len(json.loads(c.body)["products"]) == 1 for c in sandbox.calls if c.method == "POST"
+    )
+
+    clock.advance(timedelta(days=30))
+    keys = client.fulfil(order_id="ord_1", lines=[(CSS, 1), ("pre", 2)])
+
+    assert [key.product_ref for key in keys] == [CSS, "pre", "pre"]
+    assert len(sandbox.orders) == 2
+
+
+def test_two_pre_orders_are_two_requests(client, sandbox, clock):
+    preorder(sandbox, clock, "pre-a")
+    preorder(sandbox, clock, "pre-b")
+
+    with pytest.raises(KeysPending):
+        client.fulfil(order_id="ord_1", lines=[("pre-a", 1), ("pre-b", 1)])
+
+    assert sorted(posts(sandbox)) == ["ord_1-pre-a", "ord_1-pre-b"]
+
+
+def test_a_pre_order_found_on_retry_still_waits_as_a_pre_order(client, sandbox, clock):
+    preorder(sandbox, clock)
+    with pytest.raises(KeysPending):
+        client.fulfil(order_id="ord_1", lines=[("pre", 1)])
+
+    with pytest.raises(KeysPending) as caught:
+        client.fulfil(order_id="ord_1", lines=[("pre", 1)])
+
+    assert caught.value.preorder
+    assert posts(sandbox) == ["ord_1-pre"]
+
+
+def test_a_part_placed_earlier_is_kept_and_only_the_rest_is_bought(client, sandbox, clock):
+    preorder(sandbox, clock)
+    original, placed = sandbox.handle, []
+
+    def fail_the_second_purchase(request: SandboxRequest) -> SandboxResponse:
+        if request.method == "POST":
+            placed.append(request)
+            if len(placed) == 2:
+                return SandboxResponse(status=503, body=b"{}")
+        return original(request)
+
+    sandbox.handle = fail_the_second_purchase  # type: ignore[method-assign]
+    with pytest.raises(SupplierUnavailable):
+        client.fulfil(order_id="ord_1", lines=[(CSS, 1), ("pre", 1)])
+    assert posts(sandbox) == ["ord_1"]
+    clock.advance(timedelta(days=30))  # released: no longer a pre-order
+
+    keys = client.fulfil(order_id="ord_1", lines=[(CSS, 1), ("pre", 1)])
+
+    # The shared id holds the first part: the rest goes under its own id.
+    assert [key.product_ref for key in keys] == [CSS, "pre"]
+    assert posts(sandbox) == ["ord_1", "ord_1-pre"]
+    assert len(sandbox.orders) == 2
+
+
+def test_line_wrapped_image_keys_are_decoded_and_the_raw_serial_kept(client, sandbox):
+    sandbox.wrap_image_keys = True
+
+    (key,) = client.fulfil(order_id="ord_1", lines=[(HOLLOW, 1)])
+
+    assert key.raw is not None
+    assert "\r\n" in key.raw
+    assert key.secret == base64.b64decode(key.raw)
+    assert key.secret.startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_a_wrong_api_key_is_an_authorization_error_without_the_key(http, server, sleeper):
@@ -292,8 +504,8 @@ def test_a_wrong_api_key_is_an_authorization_error_without_the_key(http, server,
     ("lines", "match"),
     [
         ([(f"p{n}", 1) for n in range(11)], "at most 10 per order"),
-        ([(CSS, 10)], "at most 9 of one product"),
-        ([(CSS, 5), (STARDEW, 1), (CSS, 5)], "at most 9 of one product"),
+        ([(CSS, 10)], "at most 9 of one offer"),
+        ([(CSS, 5), (STARDEW, 1), (CSS, 5)], "at most 9 of one offer"),
         ([(CSS, 0)], "positive quantity"),
         ([("", 1)], "positive quantity"),
         ([], "nothing to buy"),
@@ -357,6 +569,7 @@ def key(**fields: object) -> dict[str, object]:
     ("bad_key", "match"),
     [
         (key(type="image/png", serial="not base64!"), "not valid base64"),
+        (key(type="image/png", serial="QUJD\nR"), "not valid base64"),
         (key(type="application/zip"), "unknown type"),
         (key(serial=""), "no productId or serial"),
         (key(productId=None), "no productId or serial"),
@@ -372,7 +585,7 @@ def test_a_bad_key_is_not_retryable_and_never_quoted(http, bad_key, match):
 
 
 def test_a_canceled_order_needs_an_admin(http):
-    with pytest.raises(SupplierError, match="is canceled") as caught:
+    with pytest.raises(SupplierOrderCanceled, match="is canceled") as caught:
         fulfil_against(http, FoundOrderApp([key()], status="canceled"))
     assert not caught.value.retryable
 
@@ -413,3 +626,16 @@ def test_the_key_wait_counts_time_spent_in_requests_too(http, server, sandbox, s
         client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
     # The pauses alone (5 s each) would have allowed four; the clock says 20 s are up.
     assert len(sleeper.pauses) < 4
+
+
+@pytest.mark.parametrize(
+    ("serial", "decoded"),
+    [
+        ("QUJD\nREVG", b"ABCDEF"),
+        ("QUJD\r\nREVG\r\n", b"ABCDEF"),
+        ("  QUJDRA ", b"ABCD"),  # padding left out
+        ("QUJDRA==", b"ABCD"),
+    ],
+)
+def test_image_serials_are_decoded_tolerantly(serial, decoded):
+    assert decode_image_serial(serial) == decoded

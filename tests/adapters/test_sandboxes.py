@@ -427,6 +427,8 @@ def test_an_unknown_outage_mode_is_refused(payments):
 
 # -- Kinguin -------------------------------------------------------------------------------
 
+STARDEW = "5c9b5b8c2539a4e8f17291c2"
+
 
 @pytest.fixture
 def supplier(clock) -> Iterator[tuple[KinguinSandbox, SandboxServer]]:
@@ -463,8 +465,134 @@ def test_the_catalogue_by_kinguin_id_and_product_id(http, supplier):
     assert v1 == v2
     assert v1["name"] == "Stardew Valley Steam CD Key"
     assert v1["price"] == 8.49
+    assert v1["qty"] == 100
+    assert v1["isPreorder"] is False
     assert missing.status_code == 404
-    assert missing.json()["kind"] == "ProductNotFound"
+    assert missing.json()["kind"] == "HttpClient"
+
+
+def test_an_out_of_stock_product_answers_404_as_kinguin_does(http, supplier):
+    sandbox, server = supplier
+    sandbox.set_stock(STARDEW, 0)
+
+    v2 = kg(http, server, "GET", f"/v2/products/{STARDEW}")
+    v1 = kg(http, server, "GET", "/v1/products/34826")
+
+    assert (v2.status_code, v1.status_code) == (404, 404)
+    assert v2.json() == {"kind": "HttpClient", "status": 404, "title": "Not Found"}
+    sandbox.set_stock(STARDEW, 3)
+    assert kg(http, server, "GET", f"/v2/products/{STARDEW}").json()["qty"] == 3
+
+
+def test_a_repeated_order_external_id_is_refused_and_buys_nothing(http, supplier):
+    sandbox, server = supplier
+    order = {"products": [{"productId": STARDEW, "qty": 1}], "orderExternalId": "ord_9"}
+
+    first = kg(http, server, "POST", "/v2/order", json=order)
+    again = kg(http, server, "POST", "/v2/order", json=order)
+
+    assert first.status_code == 201
+    assert again.status_code == 422
+    assert again.json()["kind"] == "ConstraintViolation"
+    assert again.json()["detail"] == "orderExternalId already used"
+    assert len(sandbox.orders) == 1
+    assert sandbox.balance == Decimal(50) - Decimal("8.49")
+
+
+def test_a_pre_order_is_alone_in_its_request_and_delivered_from_its_release(http, supplier, clock):
+    sandbox, server = supplier
+    release = START + timedelta(days=2)
+    sandbox.add_product(
+        KinguinProduct(
+            product_id="pre", kinguin_id=8, name="Soon", price=Decimal(2), release_at=release
+        )
+    )
+    sandbox.key_delay = 10.0
+    product = kg(http, server, "GET", "/v2/products/pre").json()
+    assert (product["isPreorder"], product["releaseDate"]) == (True, "2026-03-03")
+
+    mixed = lines({"productId": "pre", "qty": 1}, {"productId": STARDEW, "qty": 1})
+    refused = kg(http, server, "POST", "/v2/order", json=mixed)
+    placed = kg(http, server, "POST", "/v2/order", json=lines({"productId": "pre", "qty": 2}))
+
+    assert refused.status_code == 400
+    assert refused.json()["kind"] == "ConstraintViolation"
+    assert placed.json()["products"][0]["isPreorder"] is True
+    keys = f"/v2/order/{placed.json()['orderId']}/keys"
+    clock.advance(timedelta(days=2) - timedelta(seconds=1))
+    assert kg(http, server, "GET", keys).json() == []
+    clock.advance(timedelta(seconds=11))
+    assert len(kg(http, server, "GET", keys).json()) == 2
+    assert kg(http, server, "GET", "/v2/products/pre").json()["isPreorder"] is False
+
+
+def test_order_status_webhooks_are_sent_once_per_change_with_the_secret(http, clock, receiver):
+    sandbox = KinguinSandbox(
+        api_key=KG_KEY,
+        clock=clock,
+        http=http,
+        webhook_url=receiver.url,
+        webhook_secret="kg-hook-secret",
+        key_delay=60.0,
+    )
+    with SandboxServer(sandbox) as server:
+        order = lines({"productId": STARDEW, "qty": 1}) | {"orderExternalId": "ord_5"}
+        order_id = kg(http, server, "POST", "/v2/order", json=order).json()["orderId"]
+        first = sandbox.send_webhooks()
+        assert sandbox.send_webhooks() == []  # nothing changed
+        clock.advance(timedelta(seconds=60))
+        receiver.answer = 500
+        refused = sandbox.send_webhooks()
+        receiver.answer = 204
+        second = sandbox.send_webhooks()
+        sandbox.cancel(order_id, "refunded")
+        third = sandbox.send_webhooks()
+
+    assert [(w.status, w.answered) for w in first + refused + second + third] == [
+        ("processing", 200),
+        ("completed", 500),
+        ("completed", 204),
+        ("refunded", 204),
+    ]
+    headers, body = receiver.received[2]
+    assert headers["x-event-name"] == "order.status"
+    assert headers["x-event-secret"] == "kg-hook-secret"
+    assert json.loads(body) == {
+        "orderId": order_id,
+        "orderExternalId": "ord_5",
+        "status": "completed",
+        "updatedAt": "2026-03-01T12:01:00Z",
+    }
+    assert [w.status for w in sandbox.webhooks] == [
+        "processing",
+        "completed",
+        "completed",
+        "refunded",
+    ]
+
+
+def test_no_webhook_is_sent_without_a_receiver(http, supplier):
+    sandbox, server = supplier
+    kg(http, server, "POST", "/v2/order", json=lines({"productId": STARDEW, "qty": 1}))
+
+    assert sandbox.send_webhooks() == []
+
+
+def test_key_delay_and_stock_controls_over_http(http, supplier):
+    sandbox, server = supplier
+
+    delay = http.post(f"{server.url}/sandbox/key-delay", json={"seconds": 7200})
+    stock = http.post(f"{server.url}/sandbox/stock", json={"product_id": STARDEW, "qty": 0})
+    unknown = http.post(f"{server.url}/sandbox/stock", json={"product_id": "nope", "qty": 1})
+    bad = [
+        http.post(f"{server.url}/sandbox/key-delay", json={"seconds": -1}),
+        http.post(f"{server.url}/sandbox/stock", json={"product_id": STARDEW, "qty": -1}),
+    ]
+
+    assert (delay.status_code, stock.status_code, unknown.status_code) == (200, 200, 404)
+    assert [answer.status_code for answer in bad] == [400, 400]
+    assert sandbox.key_delay == 7200.0
+    assert kg(http, server, "GET", f"/v2/products/{STARDEW}").status_code == 404
 
 
 def test_orders_are_found_by_id_and_external_id_and_cost_balance(http, supplier, clock):
@@ -488,9 +616,6 @@ def test_orders_are_found_by_id_and_external_id_and_cost_balance(http, supplier,
     assert kg(http, server, "GET", "/v1/balance").json() == {"balance": 33.02}
     assert kg(http, server, "GET", "/v1/order/NOPE").json()["kind"] == "OrderNotFound"
     assert [(c.method, c.order_external_id) for c in sandbox.calls][:1] == [("POST", "ord_9")]
-
-
-STARDEW = "5c9b5b8c2539a4e8f17291c2"
 
 
 def lines(*products: dict[str, object]) -> dict[str, object]:
@@ -580,6 +705,12 @@ def test_image_products_deliver_a_base64_png(http, supplier):
 
     assert key["type"] == "image/png"
     assert base64.b64decode(key["serial"], validate=True).startswith(b"\x89PNG\r\n\x1a\n")
+
+    sandbox.wrap_image_keys = True
+    order_id = kg(http, server, "POST", "/v2/order", json=order).json()["orderId"]
+    (wrapped,) = kg(http, server, "GET", f"/v2/order/{order_id}/keys").json()
+    assert "\r\n" in wrapped["serial"]
+    assert base64.b64decode(wrapped["serial"]).startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_tiny_png_is_a_valid_png():

@@ -19,6 +19,7 @@ from bitloot_adapters.sandbox.kinguin import (
     KinguinOutageMode,
     KinguinProduct,
     KinguinSandbox,
+    KinguinWebhook,
 )
 from bitloot_adapters.sandbox.nowpayments import (
     DEFAULT_RATES,
@@ -37,6 +38,7 @@ __all__ = [
     "KinguinOutageMode",
     "KinguinProduct",
     "KinguinSandbox",
+    "KinguinWebhook",
     "NowPaymentsCall",
     "NowPaymentsSandbox",
     "OutageMode",

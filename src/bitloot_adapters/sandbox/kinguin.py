@@ -2,20 +2,28 @@
 
 Serve it with ``SandboxServer``; point ``KinguinClient`` at ``server.url``.
 
-- ``GET /v1/products/{kinguinId}``, ``GET /v2/products/{productId}``: the catalogue.
+- ``GET /v1/products/{kinguinId}``, ``GET /v2/products/{productId}``: the catalogue, with
+  the cheapest offer's ``qty`` and ``isPreorder``/``releaseDate``. An unknown or
+  out-of-stock product answers 404 ``{"kind": "HttpClient"}``, as Kinguin's does.
 - ``POST /v2/order``: checks ``X-Api-Key`` (401 with Kinguin's JSON), at most 10 products
-  and 9 of each (``ConstraintViolation``), unknown or out-of-stock products
-  (``ProductUnavailable``), the balance (``InsufficientBalance``); stores
-  ``orderExternalId`` (never refuses a repeated one: a double purchase shows in
-  ``orders``) and answers 201 with the order.
+  and 9 of each (``ConstraintViolation``), one pre-order per request and never mixed with
+  other products (``ConstraintViolation``), products short of stock
+  (``ProductUnavailable``), the balance (``InsufficientBalance``). A repeated
+  ``orderExternalId`` is refused with 422 ``ConstraintViolation`` "orderExternalId already
+  used": Kinguin's own guard against a double purchase. Answers 201 with the order.
 - ``GET /v1/order/{orderId}``, ``GET /v1/order?orderExternalId=`` (``{"results": [...],
   "item_count": n}``), ``GET /v2/order/{orderId}/keys?page=&limit=``, ``GET /v1/balance``.
 
-Keys arrive over ``key_delay`` seconds of the injected clock: while an order is
-``processing`` the keys endpoint lists fewer keys than were ordered. Products with an
-image ``key_type`` deliver a tiny valid PNG, base64 in ``serial``. ``outage`` makes the
-next calls fail (``"503"``, ``"500"``, ``"429"``, ``"timeout"``, ``"slow"``, and
-``"resource_lock"``: a ``ResourceLock`` error); ``calls`` records every API call.
+Keys arrive over ``key_delay`` seconds of the injected clock (the shop's sandbox clock, so
+moving it moves deliveries too), a pre-order's only from its product's ``release_at``:
+while an order is ``processing`` the keys endpoint lists fewer keys than were ordered.
+``send_webhooks()`` posts an ``order.status`` webhook (``X-Event-Name``,
+``X-Event-Secret``) for every order whose status changed since the last one the receiver
+accepted. ``cancel`` cancels or refunds an order as Kinguin's support may. Products with an
+image ``key_type`` deliver a tiny valid PNG, base64 in ``serial`` (``wrap_image_keys``
+line-wraps it as MIME does). ``outage`` makes the next calls fail (``"503"``, ``"500"``,
+``"429"``, ``"timeout"``, ``"slow"``, ``"resource_lock"``: a ``ResourceLock`` error, and
+``"order_failed"``: 422 ``OrderFailed`` on a purchase); ``calls`` records every API call.
 
 Errors are Kinguin's ``{kind, status, title, detail}``. The API key is never echoed.
 """
@@ -36,6 +44,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, get_args
 
+import httpx
+
 from bitloot_adapters.clock import SystemClock
 from bitloot_adapters.sandbox.faults import FaultPlan
 from bitloot_adapters.sandbox.server import Route, SandboxRequest, SandboxResponse, dispatch
@@ -48,10 +58,11 @@ __all__ = [
     "KinguinOutageMode",
     "KinguinProduct",
     "KinguinSandbox",
+    "KinguinWebhook",
     "tiny_png",
 ]
 
-KinguinOutageMode = Literal["503", "500", "429", "timeout", "slow", "resource_lock"]
+KinguinOutageMode = Literal["503", "500", "429", "timeout", "slow", "resource_lock", "order_failed"]
 
 MAX_PRODUCTS_PER_ORDER = 10
 MAX_QTY_PER_PRODUCT = 9
@@ -69,6 +80,11 @@ class KinguinProduct:
     # "text/plain", or "image/png" (and the other image types) for keys sent as pictures.
     key_type: str = "text/plain"
     platform: str = "Steam"
+    # A pre-order until then: its keys are delivered only from this moment on.
+    release_at: datetime | None = None
+
+    def preorder(self, now: datetime) -> bool:
+        return self.release_at is not None and now < self.release_at
 
 
 DEFAULT_PRODUCTS: tuple[KinguinProduct, ...] = (
@@ -105,6 +121,16 @@ class KinguinCall:
     body: bytes = b""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KinguinWebhook:
+    """One ``order.status`` webhook sent, and what the receiver answered (None: no answer)."""
+
+    order_id: str
+    status: str
+    body: bytes
+    answered: int | None
+
+
 @dataclass(slots=True, kw_only=True)
 class _Key:
     id: str
@@ -134,16 +160,28 @@ class _Order:
     total_price: Decimal
     products: list[dict[str, Any]]
     keys: list[_Key] = field(default_factory=list)
+    # Set when canceled or refunded: (status, when).
+    ended: tuple[str, datetime] | None = None
+    # The last status a webhook receiver accepted.
+    notified: str | None = None
 
     def ready_keys(self, now: datetime) -> list[_Key]:
         return [key for key in self.keys if key.ready_at <= now]
 
+    def status(self, now: datetime) -> tuple[str, datetime]:
+        """The status now, and when the order entered it."""
+        if self.ended is not None:
+            return self.ended
+        if len(self.ready_keys(now)) == len(self.keys):
+            return "completed", max((key.ready_at for key in self.keys), default=self.created_at)
+        return "processing", self.created_at
+
     def to_json(self, now: datetime) -> dict[str, Any]:
-        delivered = len(self.ready_keys(now)) == len(self.keys)
+        status, _ = self.status(now)
         return {
             "orderId": self.order_id,
             "orderExternalId": self.order_external_id,
-            "status": "completed" if delivered else "processing",
+            "status": status,
             "totalPrice": self.total_price,
             "requestTotalPrice": self.total_price,
             "paymentPrice": self.total_price,
@@ -163,8 +201,16 @@ class KinguinSandbox:
         clock: Clock | None = None,
         seed: int = 0,
         stall_seconds: float = 0.5,
+        http: httpx.Client | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
     ) -> None:
         self._api_key = api_key
+        self._http = http
+        self.webhook_url = webhook_url
+        self._webhook_secret = webhook_secret
+        self.wrap_image_keys = False
+        self._webhooks: list[KinguinWebhook] = []
         self._products = {product.product_id: product for product in products}
         self._balance = balance
         self._key_delay = key_delay
@@ -184,6 +230,8 @@ class KinguinSandbox:
             Route("GET", re.compile(r"/v2/order/(?P<order_id>[^/]+)/keys"), self._keys),
             Route("GET", re.compile(r"/v1/balance"), self._get_balance),
             Route("POST", re.compile(r"/sandbox/outage"), self._control_outage),
+            Route("POST", re.compile(r"/sandbox/key-delay"), self._control_key_delay),
+            Route("POST", re.compile(r"/sandbox/stock"), self._control_stock),
         )
 
     # -- control -----------------------------------------------------------------------
@@ -224,6 +272,80 @@ class KinguinSandbox:
         with self._lock:
             self._products[product.product_id] = product
 
+    def set_stock(self, product_id: str, qty: int) -> None:
+        """Set how many keys of ``product_id`` Kinguin's offers hold (0: out of stock)."""
+        if qty < 0:
+            raise ValueError("stock must not be negative")
+        with self._lock:
+            product = self._products.get(product_id)
+            if product is None:
+                raise KeyError(product_id)
+            self._products[product_id] = replace(product, stock=qty)
+
+    def cancel(self, order_id: str, status: Literal["canceled", "refunded"] = "canceled") -> None:
+        """Cancel or refund an order (Kinguin's support does; its keys stop being served)."""
+        now = self._clock.now()
+        with self._lock:
+            self._orders[order_id].ended = (status, now)
+
+    @property
+    def webhooks(self) -> list[KinguinWebhook]:
+        """Every ``order.status`` webhook sent, in order."""
+        with self._lock:
+            return list(self._webhooks)
+
+    def send_webhooks(self) -> list[KinguinWebhook]:
+        """Post ``order.status`` for each order whose status changed since the last one
+        the receiver accepted (2xx); an order whose webhook failed is tried again next time.
+        """
+        if self._http is None or not self.webhook_url or not self._webhook_secret:
+            return []
+        now = self._clock.now()
+        with self._lock:
+            due = [
+                (order, *order.status(now))
+                for order in self._orders.values()
+                if order.status(now)[0] != order.notified
+            ]
+        sent = []
+        for order, status, since in due:
+            body = json_body(
+                {
+                    "orderId": order.order_id,
+                    "orderExternalId": order.order_external_id,
+                    "status": status,
+                    "updatedAt": _iso(since),
+                }
+            )
+            answered = self._post_webhook(body)
+            webhook = KinguinWebhook(
+                order_id=order.order_id, status=status, body=body, answered=answered
+            )
+            with self._lock:
+                self._webhooks.append(webhook)
+                if answered is not None and 200 <= answered < 300:  # noqa: PLR2004
+                    order.notified = status
+            sent.append(webhook)
+        return sent
+
+    def _post_webhook(self, body: bytes) -> int | None:
+        if self._http is None or not self.webhook_url or not self._webhook_secret:
+            return None  # pragma: no cover - checked by send_webhooks
+        try:
+            response = self._http.post(
+                self.webhook_url,
+                content=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "X-Event-Name": "order.status",
+                    "X-Event-Secret": self._webhook_secret,
+                },
+                timeout=5.0,
+            )
+        except httpx.HTTPError:
+            return None
+        return response.status_code
+
     def outage(
         self,
         failures: int,
@@ -254,6 +376,8 @@ class KinguinSandbox:
             )
         elif fault == "resource_lock":
             response = _error(409, "ResourceLock", "Resource locked", "Try again later.")
+        elif fault == "order_failed":
+            response = _error(422, "OrderFailed", "Order failed", "The order could not be placed.")
         else:
             response = _error(int(fault), "ServiceUnavailable", "Service unavailable", "")
         if api_call:
@@ -295,12 +419,12 @@ class KinguinSandbox:
     def _product_v1(self, _request: SandboxRequest, kinguin_id: str) -> SandboxResponse:
         with self._lock:
             found = [p for p in self._products.values() if str(p.kinguin_id) == kinguin_id]
-        return _product_response(found[0] if found else None, kinguin_id)
+        return _product_response(found[0] if found else None, self._clock.now())
 
     def _product_v2(self, _request: SandboxRequest, product_id: str) -> SandboxResponse:
         with self._lock:
             product = self._products.get(product_id)
-        return _product_response(product, product_id)
+        return _product_response(product, self._clock.now())
 
     def _place_order(self, request: SandboxRequest) -> SandboxResponse:
         body = read_json(request.body)
@@ -313,7 +437,16 @@ class KinguinSandbox:
             return _violation(problem or "products must be a list.")
         now = self._clock.now()
         with self._lock:
-            priced = self._priced(lines)
+            if external_id is not None and any(
+                order.order_external_id == external_id for order in self._orders.values()
+            ):
+                return _error(
+                    422,
+                    "ConstraintViolation",
+                    "Constraint violation",
+                    "orderExternalId already used",
+                )
+            priced = self._priced(lines, now)
             if isinstance(priced, SandboxResponse):
                 return priced
             total = sum((product.price * qty for product, qty in priced), Decimal(0))
@@ -332,9 +465,17 @@ class KinguinSandbox:
         return SandboxResponse(status=201, body=json_body(order.to_json(now)))
 
     def _priced(
-        self, lines: list[dict[str, Any]]
+        self, lines: list[dict[str, Any]], now: datetime
     ) -> list[tuple[KinguinProduct, int]] | SandboxResponse:
         """Each line's product and quantity, or the error that refuses the order."""
+        preorders = [
+            line
+            for line in lines
+            if line["productId"] in self._products
+            and self._products[line["productId"]].preorder(now)
+        ]
+        if preorders and len(lines) > 1:
+            return _violation("A pre-order must be ordered alone: one pre-order per request.")
         priced: list[tuple[KinguinProduct, int]] = []
         for line in lines:
             product = self._products.get(line["productId"])
@@ -367,6 +508,9 @@ class KinguinSandbox:
         )
         count = sum(qty for _, qty in priced)
         for product, qty in priced:
+            # A pre-order's keys come from its release on, trickling in over key_delay.
+            release = product.release_at
+            start = release if release is not None and now < release else now
             offer_id = self._token("0123456789abcdef", 24)
             order.products.append(
                 {
@@ -378,11 +522,14 @@ class KinguinSandbox:
                     "price": product.price,
                     "totalPrice": product.price * qty,
                     "keyType": "basic",
+                    "isPreorder": product.preorder(now),
                 }
             )
             for _ in range(qty):
                 # Keys trickle in over key_delay: the last one arrives at its end.
-                ready_at = now + timedelta(seconds=self._key_delay * (len(order.keys) + 1) / count)
+                ready_at = start + timedelta(
+                    seconds=self._key_delay * (len(order.keys) + 1) / count
+                )
                 order.keys.append(
                     _Key(
                         id=self._token("0123456789abcdef", 24),
@@ -401,6 +548,8 @@ class KinguinSandbox:
     def _serial(self, key_type: str) -> str:
         if key_type.startswith("image/"):
             pixel = bytes(self._random.randrange(256) for _ in range(3))
+            if self.wrap_image_keys:  # as MIME writes base64: 76 columns, CRLF
+                return base64.encodebytes(tiny_png(pixel)).decode().replace("\n", "\r\n")
             return base64.b64encode(tiny_png(pixel)).decode()
         alphabet = string.ascii_uppercase + string.digits
         return "-".join(self._token(alphabet, 5) for _ in range(3))
@@ -458,6 +607,26 @@ class KinguinSandbox:
         self._faults.outage(failures, str(mode))
         return SandboxResponse(status=200, body=json_body({"pending": self._faults.pending}))
 
+    def _control_key_delay(self, request: SandboxRequest) -> SandboxResponse:
+        body = read_json(request.body)
+        seconds = decimal_or_none(body.get("seconds")) if isinstance(body, dict) else None
+        if seconds is None or seconds < 0:
+            return _violation("Expected {seconds: N} with N >= 0.")
+        self.key_delay = float(seconds)
+        return SandboxResponse(status=200, body=json_body({"seconds": seconds}))
+
+    def _control_stock(self, request: SandboxRequest) -> SandboxResponse:
+        body = read_json(request.body)
+        product_id = body.get("product_id") if isinstance(body, dict) else None
+        qty = body.get("qty") if isinstance(body, dict) else None
+        if not isinstance(qty, int) or isinstance(qty, bool) or qty < 0:
+            return _violation("Expected {product_id: ID, qty: N} with N >= 0.")
+        try:
+            self.set_stock(str(product_id), qty)
+        except KeyError:
+            return _error(404, "HttpClient", "Not Found", f"No product {product_id}.")
+        return SandboxResponse(status=200, body=json_body({"product_id": product_id, "qty": qty}))
+
 
 def _order_lines_problem(lines: object) -> str | None:
     if not isinstance(lines, list) or not lines:
@@ -477,9 +646,12 @@ def _order_lines_problem(lines: object) -> str | None:
     return None
 
 
-def _product_response(product: KinguinProduct | None, ref: str) -> SandboxResponse:
-    if product is None:
-        return _error(404, "ProductNotFound", "Product not found", f"No product {ref}.")
+def _product_response(product: KinguinProduct | None, now: datetime) -> SandboxResponse:
+    if product is None or product.stock <= 0:
+        # Kinguin answers an unknown and an out-of-stock product alike.
+        return SandboxResponse(
+            status=404, body=json_body({"kind": "HttpClient", "status": 404, "title": "Not Found"})
+        )
     body = {
         "kinguinId": product.kinguin_id,
         "productId": product.product_id,
@@ -488,7 +660,8 @@ def _product_response(product: KinguinProduct | None, ref: str) -> SandboxRespon
         "price": product.price,
         "qty": product.stock,
         "textQty": product.stock if product.key_type == "text/plain" else 0,
-        "isPreorder": False,
+        "isPreorder": product.preorder(now),
+        "releaseDate": None if product.release_at is None else _iso(product.release_at)[:10],
     }
     return SandboxResponse(status=200, body=json_body(body))
 
