@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# axe-core for the browser tests, Lighthouse for `make audit`: from the npm registry,
+# pinned by each directory's package-lock.json.
+AXE := tests/browser/node_modules/.installed
+LIGHTHOUSE := audit/node_modules/.installed
 
-.PHONY: demo test lint typecheck unit bench docs clean
+.PHONY: demo test lint typecheck unit bench docs audit screenshot clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,28 +16,46 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[s3,server]" --group dev
 	touch $(STAMP)
 
+$(AXE): tests/browser/package.json tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	touch $(AXE)
+
+$(LIGHTHOUSE): audit/package.json audit/package-lock.json
+	cd audit && npm ci --no-audit --no-fund --loglevel=error
+	touch $(LIGHTHOUSE)
+
 demo: $(STAMP)
 	$(BIN)/python examples/fastapi_server.py --host 127.0.0.1 --port 8000 --data-dir ./.bitloot-data
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples bench docs
-	$(BIN)/ruff format --check src tests examples bench docs
+	$(BIN)/ruff check src tests examples bench docs audit
+	$(BIN)/ruff format --check src tests examples bench docs audit
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-unit: $(STAMP)
+unit: $(STAMP) $(AXE)
 	$(BIN)/pytest
 
-test: lint typecheck $(STAMP)
+test: lint typecheck $(STAMP) $(AXE)
 	$(BIN)/pytest --cov --cov-report=term $(if $(CI),-p no:cacheprovider,)
 	$(BIN)/coverage report --include='*/bitloot_core/*' --fail-under=100 --skip-covered
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+# Lighthouse's four category scores for the shop and order pages (Debian's Chromium).
+audit: $(STAMP) $(LIGHTHOUSE)
+	$(BIN)/python audit/run.py
+
+# docs/screenshot.png, the README's picture, taken by the browser test that checks it.
+screenshot: $(STAMP) $(AXE)
+	BITLOOT_UPDATE_SCREENSHOT=1 $(BIN)/pytest -q -p no:cacheprovider \
+		tests/browser/test_page_access.py::test_readme_screenshot
+
 docs: $(STAMP)
 	$(BIN)/python docs/make_state_chart.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage \
+		tests/browser/node_modules audit/node_modules
