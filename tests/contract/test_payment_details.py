@@ -47,7 +47,7 @@ def test_other_coins_get_their_own_uri_or_none(other_coin: RunningServer) -> Non
         assert qr.headers["content-type"].startswith("image/svg+xml")
 
 
-@pytest.mark.parametrize("name", ["app.js", "app.css", "index.html"])
+@pytest.mark.parametrize("name", ["order.js", "app.css", "index.html"])
 def test_static_files_are_gzipped_when_the_browser_accepts_it(
     shared_server: RunningServer, name: str
 ) -> None:
