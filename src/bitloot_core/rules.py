@@ -15,6 +15,12 @@ ORDER_TTL = timedelta(minutes=60)
 SWEEP_INTERVAL = timedelta(minutes=10)
 KEY_URL_TTL = timedelta(hours=3)
 IDEMPOTENCY_RETENTION = timedelta(hours=24)
+# Waiting for a supplier's keys is not failing: the order is polled this often (and woken
+# by the supplier's webhook) without using up attempts, for up to the limit, after which
+# it counts as a failed attempt. Pre-order keys come only after the release date.
+KEY_POLL_INTERVAL = timedelta(minutes=5)
+KEY_WAIT_LIMIT = timedelta(days=3)
+PREORDER_WAIT_LIMIT = timedelta(days=120)
 # Statuses the sweeper may expire: payment not started, or started and never paid into.
 SWEEPABLE = frozenset({OrderStatus.CREATED, OrderStatus.WAITING})
 

@@ -28,6 +28,7 @@ from bitloot_core.errors import (
     IdempotencyConflict,
     InvalidInput,
     InvalidState,
+    KeysPending,
     KeyUrlRejected,
     MalformedWebhook,
     NotFound,
@@ -109,6 +110,9 @@ class CheckoutConfig:
     fulfillment_retries: rules.RetrySchedule = rules.FULFILLMENT_RETRIES
     email_retries: rules.RetrySchedule = rules.EMAIL_RETRIES
     job_lease: timedelta = timedelta(minutes=2)
+    key_poll_interval: timedelta = rules.KEY_POLL_INTERVAL
+    key_wait_limit: timedelta = rules.KEY_WAIT_LIMIT
+    preorder_wait_limit: timedelta = rules.PREORDER_WAIT_LIMIT
     reconcile_after: timedelta = timedelta(minutes=15)
     shop_name: str = "bitloot"
 
@@ -625,7 +629,16 @@ class Checkout:
             if not tx.enqueue_job(job):
                 existing = tx.get_job(key)
                 if existing is not None and existing.state is JobState.DEAD:
-                    tx.update_job(replace(existing, state=JobState.PENDING, attempts=0, run_at=now))
+                    # A new start: the wait for keys is measured from here too.
+                    tx.update_job(
+                        replace(
+                            existing,
+                            state=JobState.PENDING,
+                            attempts=0,
+                            run_at=now,
+                            created_at=now,
+                        )
+                    )
 
     def run_due_jobs(self, *, limit: int = 20, worker: str = "worker") -> list[JobRun]:
         """Run up to ``limit`` due jobs, one at a time. Safe to call from many workers.
@@ -702,7 +715,55 @@ class Checkout:
         self._observer.observe("job_done", job=job.key, attempt=job.attempts)
         return JobRun(key=job.key, outcome="done")
 
+    def wake_fulfillment(self, order_id: str) -> bool:
+        """Run the order's waiting fulfillment now (the supplier says its order moved).
+
+        True when a pending fulfillment job was made due; anything else (no such order,
+        fulfilled already, the job running) is left alone: waking is only a hint.
+        """
+        now = self._clock.now()
+        with self._store.transaction() as tx:
+            job = tx.get_job(f"{JobKind.FULFILL}:{order_id}")
+            if job is None or job.state is not JobState.PENDING:
+                return False
+            if job.run_at > now:
+                tx.update_job(replace(job, run_at=now))
+            self._audit(tx, order_id, "fulfillment_woken", "the supplier's order moved")
+        self._observer.observe("fulfillment_woken", order_id=order_id)
+        return True
+
+    def _keys_pending(self, job: Job, exc: KeysPending) -> JobRun | None:
+        """Keep waiting for a supplier's keys without using up an attempt (None: too long)."""
+        now = self._clock.now()
+        limit = self._config.preorder_wait_limit if exc.preorder else self._config.key_wait_limit
+        if now - job.created_at >= limit:
+            return None
+        error = f"{exc.code}: {exc.message}"
+        with self._store.transaction() as tx:
+            current = tx.get_job(job.key)
+            if current is None or current.version != job.version:
+                return JobRun(key=job.key, outcome="lost_lease", error=error)
+            first = not (current.last_error or "").startswith(f"{exc.code}:")
+            tx.update_job(
+                replace(
+                    current,
+                    state=JobState.PENDING,
+                    attempts=current.attempts - 1,  # waiting is not a failed attempt
+                    run_at=now + self._config.key_poll_interval,
+                    lease_until=None,
+                    last_error=error,
+                )
+            )
+            if first:  # once per wait, not once per poll
+                self._audit(tx, job.order_id, "keys_pending", error)
+        self._observer.observe("keys_pending", job=job.key, preorder=exc.preorder)
+        return JobRun(key=job.key, outcome="waiting", error=error)
+
     def _job_failed(self, job: Job, exc: BitlootError, schedule: rules.RetrySchedule) -> JobRun:
+        if isinstance(exc, KeysPending) and job.kind is JobKind.FULFILL:
+            waiting = self._keys_pending(job, exc)
+            if waiting is not None:
+                return waiting
         now = self._clock.now()
         error = f"{exc.code}: {exc.message}"
         delay = schedule.delay_after(job.attempts, random_value=self._random())

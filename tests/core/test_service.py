@@ -15,6 +15,7 @@ from bitloot_core.errors import (
     IdempotencyConflict,
     InvalidInput,
     InvalidState,
+    KeysPending,
     KeyUrlRejected,
     NotFound,
     PoolEmpty,
@@ -687,3 +688,88 @@ def test_reconcile_survives_a_provider_error(kit: Kit) -> None:
 def test_secret_is_not_in_the_config_repr() -> None:
     kit = make_kit()
     assert IPN_SECRET not in repr(kit.checkout.config)
+
+
+def test_keys_three_hours_late_are_waited_for_without_using_up_attempts(kit: Kit) -> None:
+    created, payment = order_and_pay(kit)
+    polls = 3 * 60 // 5  # three hours of polls every 5 minutes
+    kit.supplier.outage(polls, KeysPending("keys not yet delivered"))
+    send_ipn(kit, payment, "finished")
+    outcomes = []
+    for _ in range(polls):
+        outcomes += run_jobs(kit)
+        (job,) = kit.checkout.list_jobs()
+        assert job.attempts == 0, "waiting used up an attempt"
+        assert job.state is JobState.PENDING
+        kit.clock.advance(timedelta(minutes=5))
+    assert outcomes == ["waiting"] * polls
+    assert run_jobs(kit) == ["done", "done"]  # fulfillment, then its one email
+    assert status_of(kit, created)[0] is OrderStatus.FULFILLED
+    assert len(kit.mailer.sent) == 1
+    audit = [e.action for e in kit.checkout.admin_order(created.order.id).audit]
+    assert audit.count("keys_pending") == 1, "one audit entry per wait, not per poll"
+
+
+def test_a_wait_longer_than_the_limit_fails_like_any_attempt(kit: Kit) -> None:
+    created, payment = order_and_pay(kit)
+    kit.supplier.outage(1000, KeysPending("keys not yet delivered"))
+    send_ipn(kit, payment, "finished")
+    assert run_jobs(kit) == ["waiting"]
+    kit.clock.advance(timedelta(days=3))
+    outcomes = []
+    for _ in range(5):
+        outcomes += run_jobs(kit)
+        kit.clock.advance(timedelta(seconds=16))
+    assert outcomes == ["retry", "retry", "retry", "retry", "dead"]
+    order = kit.checkout.get_order(created.order.id, created.access_token).order
+    assert Flag.FULFILLMENT_FAILED in order.flags
+
+
+def test_a_pre_order_waits_past_the_regular_limit(kit: Kit) -> None:
+    created, payment = order_and_pay(kit)
+    kit.supplier.outage(2, KeysPending("pre-order not released", preorder=True))
+    send_ipn(kit, payment, "finished")
+    assert run_jobs(kit) == ["waiting"]
+    kit.clock.advance(timedelta(days=30))
+    assert run_jobs(kit) == ["waiting"]
+    kit.clock.advance(timedelta(minutes=5))
+    assert run_jobs(kit) == ["done", "done"]
+    assert status_of(kit, created)[0] is OrderStatus.FULFILLED
+
+
+def test_the_suppliers_webhook_wakes_a_waiting_fulfillment(kit: Kit) -> None:
+    created, payment = order_and_pay(kit)
+    kit.supplier.outage(1, KeysPending("keys not yet delivered"))
+    send_ipn(kit, payment, "finished")
+    assert run_jobs(kit) == ["waiting"]
+    kit.clock.advance(timedelta(seconds=30))
+    assert run_jobs(kit) == [], "not due before the next poll"
+
+    assert kit.checkout.wake_fulfillment(created.order.id)
+
+    assert run_jobs(kit) == ["done", "done"]
+    assert status_of(kit, created)[0] is OrderStatus.FULFILLED
+    assert not kit.checkout.wake_fulfillment(created.order.id), "nothing left to wake"
+    assert not kit.checkout.wake_fulfillment("no-such-order")
+
+
+def test_waking_a_job_already_due_keeps_it_due(kit: Kit) -> None:
+    created, payment = order_and_pay(kit)
+    kit.supplier.outage(1, KeysPending("keys not yet delivered"))
+    send_ipn(kit, payment, "finished")
+    assert run_jobs(kit) == ["waiting"]
+    kit.clock.advance(timedelta(minutes=6))
+    assert kit.checkout.wake_fulfillment(created.order.id)
+    assert run_jobs(kit) == ["done", "done"]
+
+
+def test_an_admin_retry_after_a_too_long_wait_starts_a_new_wait(kit: Kit) -> None:
+    created, payment = order_and_pay(kit)
+    kit.supplier.outage(1000, KeysPending("keys not yet delivered"))
+    send_ipn(kit, payment, "finished")
+    kit.clock.advance(timedelta(days=3))
+    for _ in range(5):
+        run_jobs(kit)
+        kit.clock.advance(timedelta(seconds=16))
+    kit.checkout.retry_fulfillment(created.order.id)
+    assert run_jobs(kit) == ["waiting"]

@@ -14,6 +14,7 @@ from bitloot_core.errors import (
     ConcurrentUpdate,
     InvalidInput,
     InvalidState,
+    KeysPending,
     MailerError,
     NotFound,
     ProviderError,
@@ -190,7 +191,7 @@ def test_a_job_run_again_after_a_crash_does_nothing_twice(kit: Kit) -> None:
 class _SlowSupplier(FakeSupplier):
     """While it works, its lease runs out and another worker takes the job over."""
 
-    def __init__(self, kit: Kit, *, then_fail: bool) -> None:
+    def __init__(self, kit: Kit, *, then_fail: Exception | None) -> None:
         super().__init__()
         self._kit = kit
         self._then_fail = then_fail
@@ -203,13 +204,22 @@ class _SlowSupplier(FakeSupplier):
             self._busy = True  # the second worker's call must not start a third
             self._kit.clock.advance(timedelta(minutes=3))
             self.took_over = [r.outcome for r in self._kit.checkout.run_due_jobs(worker="second")]
-            if self._then_fail:
-                raise SupplierUnavailable("the first worker's connection dropped late")
+            if self._then_fail is not None:
+                raise self._then_fail
         return keys
 
 
-@pytest.mark.parametrize("then_fail", [False, True])
-def test_a_worker_whose_lease_ran_out_does_not_overwrite_the_new_owner(then_fail: bool) -> None:
+@pytest.mark.parametrize(
+    "then_fail",
+    [
+        None,
+        SupplierUnavailable("the first worker's connection dropped late"),
+        KeysPending("the first worker saw no keys yet"),
+    ],
+)
+def test_a_worker_whose_lease_ran_out_does_not_overwrite_the_new_owner(
+    then_fail: Exception | None,
+) -> None:
     kit = make_kit()
     supplier = _SlowSupplier(kit, then_fail=then_fail)
     kit.checkout._supplier = supplier
