@@ -45,7 +45,7 @@ from bitloot_adapters.logs import configure_logging
 from bitloot_adapters.settings import load_settings
 from bitloot_core.ipn import canonical_json
 from bitloot_adapters.http_api import ROUTES, Route, json_response
-import logging, re
+import logging
 
 configure_logging(level=logging.WARNING)
 data, port, orders = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
@@ -68,8 +68,8 @@ for n in range(orders):
 def empty(api, request, params):
     return json_response(200, {"ok": True})
 
-ROUTES.append(Route("POST", re.compile("^/bench/empty$"), empty, "/bench/empty"))
-app = load_example("fastapi_server").create_app(shop)
+routes = (*ROUTES, Route("POST", "/bench/empty", empty))
+app = load_example("fastapi_server").create_app(shop, routes=routes)
 (data / "ready").write_text("1")
 uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 """

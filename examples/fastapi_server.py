@@ -15,7 +15,7 @@ stream holds no thread between its polls: it waits on the event loop.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from http import HTTPStatus
 from pathlib import Path
 
@@ -87,8 +87,8 @@ def _to_response(answer: HttpResponse) -> Response:
     )
 
 
-def create_app(shop: Shop) -> FastAPI:
-    api = ShopApi(shop)
+def create_app(shop: Shop, *, routes: Sequence[Route] = ROUTES) -> FastAPI:
+    api = ShopApi(shop, routes=routes)
     hide_url_tokens()
     # No slash redirects: a path the contract does not name is a 404, as on every server.
     app = FastAPI(
@@ -139,7 +139,7 @@ def create_app(shop: Shop) -> FastAPI:
 
         return endpoint
 
-    for route in ROUTES:
+    for route in api.routes:
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in re.findall(r"\{(\w+)\}", route.name)

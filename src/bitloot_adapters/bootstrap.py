@@ -1,18 +1,24 @@
-"""The one place that builds a running shop from settings.
+"""The composition root: the one place that builds a running shop from settings.
 
 ``build_shop(settings)`` wires the SQLite store, the NOWPayments and Kinguin clients (or,
 in sandbox mode, the sandbox servers on loopback), the vault, the mailer, logging and
-metrics into a ``Checkout``, and starts a worker thread if asked. Nothing happens at
-import time, and no live object is a default argument.
+metrics into a ``Checkout``. Every part can be given instead (``store=``, ``gateway=``,
+``supplier=``, ``vault=``, ``mailer=``, ``clock=``, ...), typed on the core's ports, so a
+host application or a test swaps one part and keeps the rest of the wiring. Nothing
+happens at import time, and no live object is a default argument.
+
+Who makes a part closes it: ``Shop.close`` closes what ``build_shop`` made (its HTTP
+client, store, vault, sandbox servers) and leaves the parts it was given to the caller.
 """
 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import httpx
 
@@ -20,26 +26,35 @@ from bitloot_adapters.clock import OffsetClock, SystemClock
 from bitloot_adapters.kinguin import KinguinClient
 from bitloot_adapters.logs import FanOut, LogObserver
 from bitloot_adapters.mailers import FileMailer, SmtpMailer
-from bitloot_adapters.metrics import ShopMetrics
 from bitloot_adapters.nowpayments import NowPaymentsClient
 from bitloot_adapters.sandbox import (
     DEFAULT_PRODUCTS,
+    AdjustableClock,
     KinguinSandbox,
     NowPaymentsSandbox,
+    SandboxControls,
     SandboxServer,
 )
 from bitloot_adapters.settings import Settings
 from bitloot_adapters.sqlite_store import SqliteStore
 from bitloot_adapters.vault_file import FileVault
-from bitloot_adapters.worker import Pass, Worker, WorkerThread
+from bitloot_adapters.worker import Worker, WorkerThread
 from bitloot_core.chart import OrderStatus
+from bitloot_core.errors import NotFound
+from bitloot_core.ports import (
+    Clock,
+    KeySupplier,
+    KeyVault,
+    Mailer,
+    Observer,
+    PaymentGateway,
+    Store,
+)
+from bitloot_core.service import Checkout, CheckoutConfig
+from bitloot_core.values import Product, ProductSource
 
 if TYPE_CHECKING:
     from bitloot_adapters.vault_s3 import S3Vault
-from bitloot_core.errors import NotFound
-from bitloot_core.ports import Clock, Mailer
-from bitloot_core.service import Checkout, CheckoutConfig
-from bitloot_core.values import Product, ProductSource
 
 SENDER = "bitloot <keys@bitloot.invalid>"
 
@@ -89,29 +104,54 @@ DEMO_PRODUCTS = (
 DEMO_POOLS = {"gift-card-10": 5}
 
 
-@dataclass
-class Sandbox:
-    payments: NowPaymentsSandbox
-    supplier: KinguinSandbox
-    servers: tuple[SandboxServer, SandboxServer]
-    clock: OffsetClock
+class Metrics(Protocol):
+    """What the shop's metrics do: observe the checkout, time requests, render a scrape."""
+
+    def observe(self, event: str, /, **fields: object) -> None: ...
+    def request(self, method: str, route: str, status: int, seconds: float) -> None: ...
+    def render(self) -> tuple[bytes, str]: ...
+
+
+class NoMetrics:
+    """Metrics off: counts nothing; ``GET /metrics`` answers 404.
+
+    For the ``bitloot`` command (nothing scrapes it) and for installs without
+    prometheus-client (the ``server`` extra).
+    """
+
+    def observe(self, event: str, /, **fields: object) -> None:
+        del event, fields
+
+    def request(self, method: str, route: str, status: int, seconds: float) -> None:
+        del method, route, status, seconds
+
+    def render(self) -> tuple[bytes, str]:
+        raise NotFound("metrics are off (they need prometheus-client, the server extra)")
+
+
+@runtime_checkable
+class KeyFiles(Protocol):
+    """A vault that serves revealed keys itself, at the shop's ``/keys/{signed}``."""
+
+    def open(self, token: str, now: datetime) -> tuple[bytes, str]: ...
 
 
 class Shop:
-    """A running shop: the checkout, its worker, metrics, and the sandbox when on."""
+    """A running shop: the checkout, its worker and metrics; the sandbox's controls when on."""
 
     def __init__(
         self,
         *,
         settings: Settings,
         checkout: Checkout,
-        store: SqliteStore,
-        vault: FileVault | S3Vault,
+        store: Store,
+        vault: KeyVault,
         clock: Clock,
-        metrics: ShopMetrics,
-        http: httpx.Client,
-        sandbox: Sandbox | None,
+        metrics: Metrics,
+        sandbox: SandboxControls | None,
         page_dir: Path | None,
+        worker: Worker,
+        closers: tuple[Callable[[], None], ...] = (),
     ) -> None:
         self.settings = settings
         self.checkout = checkout
@@ -119,10 +159,10 @@ class Shop:
         self.vault = vault
         self.clock = clock
         self.metrics = metrics
-        self.http = http
         self.sandbox = sandbox
         self.page_dir = page_dir
-        self.worker = Worker(checkout, clock)
+        self.worker = worker
+        self._closers = closers
         self._thread: WorkerThread | None = None
 
     def start_worker(self, *, poll_seconds: float = 0.5) -> None:
@@ -130,59 +170,16 @@ class Shop:
         self._thread.start()
 
     def open_key(self, token: str) -> tuple[bytes, str]:
-        if not isinstance(self.vault, FileVault):
+        if not isinstance(self.vault, KeyFiles):
             raise NotFound("keys are served by the object store's own signed URLs")
         return self.vault.open(token, self.clock.now())
 
-    # --- sandbox controls ---------------------------------------------------------------
-
-    def _sandbox(self) -> Sandbox:
-        if self.sandbox is None:
-            raise NotFound("the sandbox is off")
-        return self.sandbox
-
-    def sandbox_pay(self, payment_id: str, amount: Decimal | None) -> dict[str, object]:
-        deliveries = self._sandbox().payments.pay(self._known(payment_id), amount)
-        return {"ipns": [{"status": d.status, "answered": d.answered} for d in deliveries]}
-
-    def sandbox_send(self, payment_id: str, action: str) -> dict[str, object]:
-        payments = self._sandbox().payments
-        send = payments.fail if action == "fail" else payments.expire
-        deliveries = send(self._known(payment_id))
-        return {"ipns": [{"status": d.status, "answered": d.answered} for d in deliveries]}
-
-    def _known(self, payment_id: str) -> str:
-        if payment_id not in self._sandbox().payments.payment_ids:
-            raise NotFound(f"no sandbox payment {payment_id!r}")
-        return payment_id
-
-    def advance_clock(self, seconds: Decimal) -> dict[str, object]:
-        now = self._sandbox().clock.advance(float(seconds))
-        done: Pass = self.worker.run_once(force_sweep=True)
-        return {
-            "now": now,
-            "swept": done.swept,
-            "jobs": [{"key": r.key, "outcome": r.outcome} for r in done.jobs],
-        }
-
-    def kinguin_outage(self, failures: int) -> dict[str, object]:
-        """The next ``failures`` Kinguin calls fail with 503; replaces any pending outage."""
-        supplier = self._sandbox().supplier
-        supplier.clear_outage()
-        if failures:
-            supplier.outage(failures, mode="503")
-        return {"failures": failures}
-
     def close(self) -> None:
+        """Stop the worker, then close what ``build_shop`` made, last made first."""
         if self._thread is not None:
             self._thread.stop()
-        if self.sandbox is not None:
-            for server in self.sandbox.servers:
-                server.close()
-        self.http.close()
-        self.store.close()
-        if not isinstance(self.vault, FileVault):
-            self.vault.close()
+        for close in self._closers:
+            close()
 
 
 def _mailer(settings: Settings) -> Mailer:
@@ -209,7 +206,29 @@ def _vault(settings: Settings) -> FileVault | S3Vault:
     return S3Vault(client, bucket=s3.bucket)
 
 
-def _seed_demo_catalogue(checkout: Checkout, store: SqliteStore) -> None:
+def _metrics(store: Store) -> Metrics:
+    try:
+        # Imported here: prometheus-client comes with the "server" extra.
+        from bitloot_adapters.metrics import ShopMetrics  # noqa: PLC0415
+    except ImportError:
+        return NoMetrics()
+    return ShopMetrics(lambda: _count_orders(store))
+
+
+def _config(settings: Settings) -> CheckoutConfig:
+    return CheckoutConfig(
+        ipn_secret=settings.ipn_secret,
+        signing_key=settings.signing_key,
+        public_url=settings.public_url,
+        pay_currency=settings.pay_currency,
+        order_ttl=settings.order_ttl,
+        key_url_ttl=settings.key_url_ttl,
+        underpay_tolerance_percent=settings.underpay_tolerance_percent,
+        job_lease=settings.job_lease,
+    )
+
+
+def _seed_demo_catalogue(checkout: Checkout, store: Store) -> None:
     with store.transaction() as tx:
         new = [p for p in DEMO_PRODUCTS if tx.get_product(p.id) is None]
         for product in new:
@@ -222,40 +241,91 @@ def _seed_demo_catalogue(checkout: Checkout, store: SqliteStore) -> None:
             )
 
 
-def build_shop(settings: Settings, *, page_dir: Path | None = None) -> Shop:
-    """Wire a shop. In sandbox mode, start the sandbox servers and seed the demo catalogue."""
-    http = httpx.Client(timeout=httpx.Timeout(10.0))
-    clock: Clock
-    sandbox: Sandbox | None = None
+def _random_fraction() -> float:
+    return secrets.randbelow(1_000_001) / 1_000_000
+
+
+def _new_id() -> str:
+    return secrets.token_hex(8)
+
+
+def build_shop(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    gateway: PaymentGateway | None = None,
+    supplier: KeySupplier | None = None,
+    vault: KeyVault | None = None,
+    mailer: Mailer | None = None,
+    clock: Clock | None = None,
+    observer: Observer | None = None,
+    metrics: Metrics | None = None,
+    http: httpx.Client | None = None,
+    config: CheckoutConfig | None = None,
+    new_id: Callable[[], str] | None = None,
+    page_dir: Path | None = None,
+) -> Shop:
+    """Wire a shop from ``settings``; each part given replaces the one settings would make.
+
+    In sandbox mode the sandbox servers start on loopback (on the given clock, which must
+    then be an ``AdjustableClock``, or on an ``OffsetClock``) and the demo catalogue is
+    seeded. ``observer`` receives the checkout's events besides the logs and metrics;
+    ``config`` replaces the ``CheckoutConfig`` made from settings; ``http`` is the client
+    the provider clients (and the sandbox's IPNs) go through.
+    """
+    # What this call makes, it closes (in this order): sandbox servers, then the HTTP
+    # client they post IPNs through, then the store and the vault.
+    servers: tuple[SandboxServer, SandboxServer] | None = None
+    made: list[Callable[[], None]] = []
+    if http is None:
+        http = httpx.Client(timeout=httpx.Timeout(10.0))
+        made.append(http.close)
+    controls_clock: AdjustableClock | None = None
     if settings.sandbox:
-        offset = OffsetClock()
-        clock = offset
+        if clock is None:
+            controls_clock = OffsetClock()
+        elif isinstance(clock, AdjustableClock):
+            controls_clock = clock
+        else:
+            raise TypeError("a sandbox shop's clock must be an AdjustableClock (it has advance)")
+        clock = controls_clock
         payments = NowPaymentsSandbox(
             api_key=settings.nowpayments_api_key,
             ipn_secret=settings.ipn_secret,
             http=http,
-            clock=offset,
+            clock=clock,
         )
-        supplier = KinguinSandbox(api_key=settings.kinguin_api_key, key_delay=1.0, clock=offset)
-        servers = (SandboxServer(payments).start(), SandboxServer(supplier).start())
-        sandbox = Sandbox(payments=payments, supplier=supplier, servers=servers, clock=offset)
+        sandbox_supplier = KinguinSandbox(
+            api_key=settings.kinguin_api_key, key_delay=1.0, clock=clock
+        )
+        servers = (SandboxServer(payments).start(), SandboxServer(sandbox_supplier).start())
         nowpayments_url, kinguin_url = f"{servers[0].url}/v1", servers[1].url
     else:
-        clock = SystemClock()
+        clock = clock or SystemClock()
         nowpayments_url = settings.nowpayments_base_url or "https://api.nowpayments.io/v1"
         kinguin_url = settings.kinguin_base_url or "https://gateway.kinguin.net/esa/api"
-    store = SqliteStore(
-        settings.data_dir / "bitloot.db",
-        synchronous="NORMAL" if settings.sqlite_synchronous == "NORMAL" else "FULL",
-    )
-    vault = _vault(settings)
-    metrics = ShopMetrics(lambda: _count_orders(store))
+    if store is None:
+        sqlite = SqliteStore(
+            settings.data_dir / "bitloot.db",
+            synchronous="NORMAL" if settings.sqlite_synchronous == "NORMAL" else "FULL",
+        )
+        made.append(sqlite.close)
+        store = sqlite
+    if vault is None:
+        made_vault = _vault(settings)
+        if not isinstance(made_vault, FileVault):
+            made.append(made_vault.close)
+        vault = made_vault
+    metrics = metrics or _metrics(store)
+    observers: list[Observer] = [LogObserver(), metrics]
+    if observer is not None:
+        observers.append(observer)
     checkout = Checkout(
         store=store,
-        gateway=NowPaymentsClient(
-            http, api_key=settings.nowpayments_api_key, base_url=nowpayments_url
-        ),
-        supplier=KinguinClient(
+        gateway=gateway
+        or NowPaymentsClient(http, api_key=settings.nowpayments_api_key, base_url=nowpayments_url),
+        supplier=supplier
+        or KinguinClient(
             http,
             api_key=settings.kinguin_api_key,
             base_url=kinguin_url,
@@ -263,23 +333,25 @@ def build_shop(settings: Settings, *, page_dir: Path | None = None) -> Shop:
             poll_interval=0.25 if settings.sandbox else 2.0,
         ),
         vault=vault,
-        mailer=_mailer(settings),
+        mailer=mailer or _mailer(settings),
         clock=clock,
-        config=CheckoutConfig(
-            ipn_secret=settings.ipn_secret,
-            signing_key=settings.signing_key,
-            public_url=settings.public_url,
-            pay_currency=settings.pay_currency,
-            order_ttl=settings.order_ttl,
-            key_url_ttl=settings.key_url_ttl,
-            underpay_tolerance_percent=settings.underpay_tolerance_percent,
-            job_lease=settings.job_lease,
-        ),
-        new_id=lambda: secrets.token_hex(8),
-        random=lambda: secrets.randbelow(1_000_001) / 1_000_000,
-        observer=FanOut(LogObserver(), metrics),
+        config=config or _config(settings),
+        new_id=new_id or _new_id,
+        random=_random_fraction,
+        observer=FanOut(*observers),
     )
-    if settings.sandbox:
+    worker = Worker(checkout, clock)
+    controls = None
+    closers = list(made)
+    if servers is not None and controls_clock is not None:
+        controls = SandboxControls(
+            payments=payments,
+            supplier=sandbox_supplier,
+            servers=servers,
+            clock=controls_clock,
+            worker=worker,
+        )
+        closers[:0] = [server.close for server in servers]
         _seed_demo_catalogue(checkout, store)
     return Shop(
         settings=settings,
@@ -288,15 +360,16 @@ def build_shop(settings: Settings, *, page_dir: Path | None = None) -> Shop:
         vault=vault,
         clock=clock,
         metrics=metrics,
-        http=http,
-        sandbox=sandbox,
+        sandbox=controls,
         page_dir=page_dir,
+        worker=worker,
+        closers=tuple(closers),
     )
 
 
-def _count_orders(store: SqliteStore) -> dict[OrderStatus, int]:
+def _count_orders(store: Store) -> dict[OrderStatus, int]:
     with store.transaction() as tx:
         return tx.count_orders_by_status()
 
 
-__all__ = ["DEMO_PRODUCTS", "Sandbox", "Shop", "build_shop"]
+__all__ = ["DEMO_PRODUCTS", "KeyFiles", "Metrics", "NoMetrics", "Shop", "build_shop"]

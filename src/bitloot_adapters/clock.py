@@ -1,10 +1,8 @@
-"""Clocks: the system's UTC clock, and the settable one for sandboxes and tests."""
+"""Clocks: the system's UTC clock, and the sandbox's clock that can be moved forward."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-
-from bitloot_core.testing import SettableClock
 
 
 class SystemClock:
@@ -22,16 +20,16 @@ class OffsetClock:
     """
 
     def __init__(self) -> None:
-        self._offset_seconds = 0.0
+        self._offset = timedelta(0)
 
     def now(self) -> datetime:
-        return datetime.now(UTC) + timedelta(seconds=self._offset_seconds)
+        return datetime.now(UTC) + self._offset
 
-    def advance(self, seconds: float) -> datetime:
-        if seconds < 0:
+    def advance(self, delta: timedelta) -> datetime:
+        if delta < timedelta(0):
             raise ValueError("the clock only moves forward")
-        self._offset_seconds += seconds
+        self._offset += delta
         return self.now()
 
 
-__all__ = ["OffsetClock", "SettableClock", "SystemClock"]
+__all__ = ["OffsetClock", "SystemClock"]

@@ -9,9 +9,11 @@ For demos and tests, in bitloot's own suite and in host applications' suites::
         keys = KinguinClient(http, api_key="kg-key", base_url=supplier.url)
 
 The sandbox objects are also the control panel: ``NowPaymentsSandbox.pay/fail/expire``
-send signed IPNs, ``outage`` on either plans failures. Nothing here is for production.
+send signed IPNs, ``outage`` on either plans failures; ``SandboxControls`` is what a
+sandbox shop's ``/sandbox/...`` routes drive. Nothing here is for production.
 """
 
+from bitloot_adapters.sandbox.controls import AdjustableClock, SandboxControls
 from bitloot_adapters.sandbox.faults import OutageMode
 from bitloot_adapters.sandbox.kinguin import (
     DEFAULT_PRODUCTS,
@@ -33,6 +35,7 @@ from bitloot_adapters.sandbox.server import SandboxRequest, SandboxResponse, San
 __all__ = [
     "DEFAULT_PRODUCTS",
     "DEFAULT_RATES",
+    "AdjustableClock",
     "IpnDelivery",
     "KinguinCall",
     "KinguinOutageMode",
@@ -42,6 +45,7 @@ __all__ = [
     "NowPaymentsCall",
     "NowPaymentsSandbox",
     "OutageMode",
+    "SandboxControls",
     "SandboxRequest",
     "SandboxResponse",
     "SandboxServer",

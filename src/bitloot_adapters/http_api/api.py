@@ -1,0 +1,100 @@
+"""``ShopApi``: one request in, one answer out, for any web framework."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from bitloot_adapters.http_api.routes import ROUTES, Access, Route
+from bitloot_adapters.http_api.shapes import (
+    BodyTooLarge,
+    HttpRequest,
+    HttpResponse,
+    bearer_token,
+    body_too_large,
+    error_response,
+)
+from bitloot_core.errors import BitlootError, NotFound, Unauthorized
+
+if TYPE_CHECKING:
+    from bitloot_adapters.bootstrap import Shop
+    from bitloot_adapters.sandbox import SandboxControls
+
+_log = logging.getLogger("bitloot.http")
+
+
+class ShopApi:
+    """Dispatches ``HttpRequest``s to the shop over a route table; one per running shop."""
+
+    def __init__(self, shop: Shop, *, routes: Sequence[Route] = ROUTES) -> None:
+        self.shop = shop
+        self.checkout = shop.checkout
+        self.routes = tuple(routes)
+
+    @property
+    def sandbox(self) -> SandboxControls:
+        if self.shop.sandbox is None:
+            raise NotFound("the sandbox is off")
+        return self.shop.sandbox
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        for route in self.routes:
+            found = route.pattern.match(path)
+            if found and route.method == method:
+                return route, found.groupdict()
+        return None
+
+    def handle(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        matched = self.match(request.method, request.path)
+        if matched is None:
+            known_path = any(r.pattern.match(request.path) for r in self.routes)
+            response = (
+                error_response(405, "method_not_allowed", "method not allowed")
+                if known_path
+                else error_response(404, "not_found", "no such resource")
+            )
+            name = "unmatched"
+        else:
+            route, params = matched
+            name = route.name
+            try:
+                response = self._call(route, request, params)
+            except BitlootError as exc:
+                response = error_response(exc.status_hint, exc.code, exc.message)
+            except Exception:  # noqa: BLE001 - a bug must still get the error shape
+                # A bug, not bad input: the traceback goes to the operator's log (route
+                # template only, never the request's path or body), the caller gets the
+                # contract's error shape.
+                _log.exception("unhandled error in %s %s", request.method, name)
+                response = error_response(500, "internal_error", "internal server error")
+        self.shop.metrics.request(
+            request.method, name, response.status, time.perf_counter() - started
+        )
+        return response
+
+    def _call(self, route: Route, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+        if body_too_large(request):
+            if route.too_large is not None:
+                route.too_large(self, params)
+            raise BodyTooLarge
+        if route.access is Access.ADMIN:
+            self.require_admin(request)
+        elif route.access is Access.SANDBOX:
+            self.require_sandbox()
+        return route.handler(self, request, params)
+
+    # --- access -------------------------------------------------------------------------
+
+    def require_admin(self, request: HttpRequest) -> None:
+        token = bearer_token(request) if "authorization" in request.headers else None
+        expected = self.shop.settings.admin_token
+        if not token or not hmac.compare_digest(token.encode(), expected.encode()):
+            raise Unauthorized("the admin token is missing or wrong")
+
+    def require_sandbox(self) -> None:
+        if self.shop.sandbox is None:
+            raise NotFound("the sandbox is off")

@@ -1,0 +1,179 @@
+"""The customer's routes: products, orders, payments, reveals, key files, the status
+stream and the payment QR code; and the health and metrics probes."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Final
+
+from bitloot_adapters.http_api.shapes import (
+    HttpRequest,
+    HttpResponse,
+    bearer_token,
+    json_body,
+    json_default,
+    json_response,
+    order_json,
+    payment_json,
+)
+from bitloot_core.chart import TERMINAL
+from bitloot_core.errors import InvalidInput, NotFound
+from bitloot_core.payment_uri import payment_uri
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from bitloot_adapters.http_api.api import ShopApi
+
+SSE_POLL_SECONDS: Final = 0.5
+SSE_MAX_SECONDS: Final = 30 * 60.0
+
+
+def healthz(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    del request, params
+    return json_response(200, {"status": "ok", "sandbox": api.shop.sandbox is not None})
+
+
+def metrics(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    del request, params
+    body, content_type = api.shop.metrics.render()
+    return HttpResponse(status=200, body=body, content_type=content_type)
+
+
+def products(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    del request, params
+    return json_response(
+        200,
+        [
+            {
+                "id": view.product.id,
+                "name": view.product.name,
+                "price": view.product.price,
+                "currency": view.product.currency,
+                "source": view.product.source,
+                "available": view.available,
+            }
+            for view in api.checkout.list_products()
+        ],
+    )
+
+
+def _order_lines(data: Mapping[str, Any]) -> list[tuple[str, int]]:
+    items = data.get("items")
+    if not isinstance(items, list) or not items:
+        raise InvalidInput("items must be a non-empty list", code="invalid_items")
+    lines = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise InvalidInput("each item must be an object", code="invalid_items")
+        product_id, quantity = item.get("product_id"), item.get("quantity", 1)
+        if not isinstance(product_id, str):
+            raise InvalidInput("product_id must be a string", code="invalid_items")
+        if isinstance(quantity, bool) or not isinstance(quantity, int):
+            raise InvalidInput("quantity must be an integer", code="invalid_quantity")
+        lines.append((product_id, quantity))
+    return lines
+
+
+def create_order(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    del params
+    data = json_body(request)
+    email = data.get("email")
+    if not isinstance(email, str):
+        raise InvalidInput("email must be a string", code="invalid_email")
+    created = api.checkout.create_order(
+        email=email,
+        items=_order_lines(data),
+        idempotency_key=request.headers.get("idempotency-key"),
+    )
+    body = order_json(created.order, None) | {"access_token": created.access_token}
+    return json_response(200 if created.replayed else 201, body)
+
+
+def get_order(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    view = api.checkout.get_order(params["order_id"], bearer_token(request))
+    return json_response(200, order_json(view.order, view.payment))
+
+
+def open_payment(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    opened = api.checkout.open_payment(params["order_id"], bearer_token(request))
+    return json_response(201 if opened.created else 200, {"payment": payment_json(opened.payment)})
+
+
+def reveal(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    revealed = api.checkout.reveal(params["order_id"], params["item_id"], bearer_token(request))
+    return json_response(
+        200, {"url": revealed.url, "urls": list(revealed.urls), "expires_at": revealed.expires_at}
+    )
+
+
+def key(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    del request
+    secret, content_type = api.shop.open_key(params["signed"])
+    return HttpResponse(
+        status=200,
+        body=secret,
+        content_type=content_type,
+        headers={"cache-control": "no-store", "x-content-type-options": "nosniff"},
+    )
+
+
+def events(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    order_id, token = params["order_id"], bearer_token(request)
+    api.checkout.get_order(order_id, token)  # authorise before streaming
+    return HttpResponse(
+        status=200,
+        content_type="text/event-stream",
+        headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        stream=_status_stream(api, order_id, token),
+        stream_interval=SSE_POLL_SECONDS,
+    )
+
+
+def _status_stream(api: ShopApi, order_id: str, token: str | None) -> Iterator[bytes]:
+    """One chunk per poll of the order: a ``status`` event when it changed, else a
+    keep-alive comment (``:``); the stream ends once the order can change no more.
+
+    It never sleeps: the server waits ``SSE_POLL_SECONDS`` between chunks. The comment
+    is how a server learns a client went away (the write fails), so an abandoned stream
+    ends within a poll.
+    """
+    last: tuple[object, ...] | None = None
+    started = time.monotonic()
+    prefix = b"retry: 2000\n\n"  # sent with the first poll's event
+    while time.monotonic() - started < SSE_MAX_SECONDS:
+        view = api.checkout.get_order(order_id, token)
+        state = (
+            view.order.status,
+            view.order.flags,
+            view.payment and view.payment.status,
+            tuple(i.delivered for i in view.order.items),
+        )
+        if state != last:
+            last = state
+            payload = json.dumps(
+                order_json(view.order, view.payment), separators=(",", ":"), default=json_default
+            )
+            yield prefix + f"event: status\ndata: {payload}\n\n".encode()
+            prefix = b""
+        else:
+            yield b":\n\n"
+        if view.order.status in TERMINAL:
+            return  # nothing automatic changes it now; the page polls for admin changes
+
+
+def payment_qr(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    import segno  # noqa: PLC0415 - only the example servers install it
+
+    view = api.checkout.get_order(params["order_id"], bearer_token(request))
+    if view.payment is None:
+        raise NotFound("the order has no payment yet")
+    payment = view.payment
+    # A coin with no standard URI gets a code of the bare address, which its wallets scan.
+    uri = payment_uri(payment.pay_currency, payment.pay_address, payment.pay_amount)
+    out = io.BytesIO()
+    segno.make(uri or payment.pay_address, error="m").save(out, kind="svg", scale=4, border=2)
+    return HttpResponse(status=200, body=out.getvalue(), content_type="image/svg+xml")
