@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from bitloot_adapters.bootstrap import Shop, build_shop
+from bitloot_adapters.bootstrap import NoMetrics, Shop, build_shop
 from bitloot_adapters.logs import configure_logging
 from bitloot_adapters.settings import ConfigError, load_settings
 from bitloot_core.chart import Flag, OrderStatus
@@ -134,7 +134,8 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"bitloot: {exc}\n")
         return 2
-    shop = build_shop(settings)
+    # Nothing scrapes a command's counters; and prometheus-client is a server extra.
+    shop = build_shop(settings, metrics=NoMetrics())
     try:
         checkout = shop.checkout
         if args.command == "worker":
