@@ -24,6 +24,10 @@ pytestmark = pytest.mark.browser
 
 Screenshot = Callable[[Page, str], Path]
 ORDER_URL = re.compile(r"/order/[0-9a-f]+\?token=[^&]+$")
+# Half the 0.1 that counts as good: Lighthouse's slower, emulated phone load measures more
+# shift than this probe does (0.103 there was 0.079 here before product rows kept their
+# height on phones).
+CLS_BUDGET = 0.05
 CLS_PROBE = """
 window.__layoutShift = 0;
 new PerformanceObserver((list) => {
@@ -286,6 +290,7 @@ def test_focus_ring_and_field_borders_have_three_to_one_contrast(page: Page) -> 
 # --- layout shift ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("viewport", ["desktop", "narrow"], indirect=True)
 def test_the_shop_does_not_shift_as_products_load(page: Page) -> None:
     def slow_products(route: Route) -> None:
         page.wait_for_timeout(400)  # a real network's delay before the list arrives
@@ -296,7 +301,7 @@ def test_the_shop_does_not_shift_as_products_load(page: Page) -> None:
     open_shop(page)
     page.wait_for_timeout(300)
     shift = page.evaluate("window.__layoutShift")
-    assert shift < 0.1, f"cumulative layout shift {shift}"
+    assert shift < CLS_BUDGET, f"cumulative layout shift {shift}"
 
 
 def test_the_order_page_does_not_shift_as_it_loads(page: Page) -> None:
@@ -310,7 +315,7 @@ def test_the_order_page_does_not_shift_as_it_loads(page: Page) -> None:
     )
     page.wait_for_timeout(300)
     shift = page.evaluate("window.__layoutShift")
-    assert shift < 0.1, f"cumulative layout shift {shift}"
+    assert shift < CLS_BUDGET, f"cumulative layout shift {shift}"
 
 
 # --- the QR code as a wallet reads it -------------------------------------------------------
