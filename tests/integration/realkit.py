@@ -1,12 +1,13 @@
 """Real parts for the integration tests: SQLite on disk, sandboxes over loopback HTTP.
 
-``real_kit(data_dir)`` wires a ``Checkout`` as a host application does, with nothing
-faked but time: ``SqliteStore`` on ``<data_dir>/bitloot.db``, ``NowPaymentsClient`` and
-``KinguinClient`` speaking HTTP to the sandbox servers, ``FileVault`` and ``FileMailer``
-(or a given mailer) under the data dir, and one ``SettableClock`` shared by the checkout
-and both sandboxes. The shop's own loopback server (``ShopServer``) receives the
-sandbox's signed IPNs on ``POST /webhooks/nowpayments`` and serves revealed keys on
-``GET /keys/{token}``, as a host application would.
+``real_kit(data_dir)`` wires a ``Checkout`` with ``build_shop``, as a host application
+does, with nothing faked but time: ``SqliteStore`` on ``<data_dir>/bitloot.db``,
+``NowPaymentsClient`` and ``KinguinClient`` speaking HTTP to the sandbox servers,
+``FileVault`` and ``FileMailer`` (or a given mailer) under the data dir, and one
+``SettableClock`` shared by the checkout and both sandboxes. The shop's own loopback
+server (``ShopServer``) receives the sandbox's signed IPNs on ``POST
+/webhooks/nowpayments`` and serves revealed keys on ``GET /keys/{token}``, as a host
+application would.
 
 The data dir is laid out as ``build_shop`` lays it out and ``live_env`` gives the
 environment of a live-mode shop pointed at the same sandboxes, so the ``bitloot`` command
@@ -43,11 +44,10 @@ import httpx
 import structlog
 
 from bitloot_adapters import cli
-from bitloot_adapters.bootstrap import DEMO_PRODUCTS
+from bitloot_adapters.bootstrap import DEMO_PRODUCTS, NoMetrics, build_shop
 from bitloot_adapters.kinguin import KinguinClient
 from bitloot_adapters.logs import FanOut
 from bitloot_adapters.mailers import FileMailer
-from bitloot_adapters.nowpayments import NowPaymentsClient
 from bitloot_adapters.sandbox import (
     IpnDelivery,
     KinguinCall,
@@ -55,6 +55,7 @@ from bitloot_adapters.sandbox import (
     NowPaymentsSandbox,
     SandboxServer,
 )
+from bitloot_adapters.settings import load_settings
 from bitloot_adapters.sqlite_store import SqliteStore
 from bitloot_adapters.vault_file import FileVault
 from bitloot_core import rules
@@ -378,20 +379,27 @@ class RealKit:
         )
 
     def new_checkout(self, store: SqliteStore) -> Checkout:
-        """Another checkout instance over the same parts, on ``store`` (a fresh connection)."""
-        return Checkout(
+        """Another checkout instance over the same parts, on ``store`` (a fresh connection).
+
+        Wired by ``build_shop`` as the ``bitloot`` command wires it (the kit's live-mode
+        settings, so the NOWPayments client the settings make talks to the sandbox),
+        given the kit's own parts where the test needs to see into them.
+        """
+        settings = load_settings(data_dir=self.data_dir, env=self.env())
+        shop = build_shop(
+            settings,
             store=store,
-            gateway=NowPaymentsClient(
-                self.http, api_key=NOWPAYMENTS_API_KEY, base_url=f"{self.sandbox.payments_url}/v1"
-            ),
             supplier=self.kinguin_client(),
             vault=self.vault,
             mailer=self.mailer,
             clock=self.clock,
+            observer=self._observer,
+            metrics=NoMetrics(),
+            http=self.http,
             config=self.config,
             new_id=_new_id,
-            observer=self._observer,
         )
+        return shop.checkout
 
     # customer steps
 
