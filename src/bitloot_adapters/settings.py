@@ -14,15 +14,17 @@ import binascii
 import fcntl
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
+
+import attrs
 
 from bitloot_adapters import files
 
@@ -36,38 +38,88 @@ class ConfigError(Exception):
     """A missing or malformed setting; the message names the variable."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+def _problem(attribute: attrs.Attribute[Any], problem: str) -> ConfigError:
+    return ConfigError(f"{attribute.name} {problem}")
+
+
+def _positive(_: object, attribute: attrs.Attribute[Any], value: timedelta) -> None:
+    if value <= timedelta(0):
+        raise _problem(attribute, "must be a positive duration")
+
+
+def _key_bytes(_: object, attribute: attrs.Attribute[Any], value: bytes) -> None:
+    if len(value) != VAULT_KEY_BYTES:
+        raise _problem(attribute, f"must be {VAULT_KEY_BYTES} bytes")
+
+
+def _percent(_: object, attribute: attrs.Attribute[Any], value: Decimal) -> None:
+    if not value.is_finite() or not Decimal(0) <= value < Decimal(100):
+        raise _problem(attribute, "must be at least 0 and below 100")
+
+
+def _public_url_ok(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    problem = _url_problem(value)
+    if problem:
+        raise _problem(attribute, problem)
+
+
+def _not_empty(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value:
+        raise _problem(attribute, "must not be empty")
+
+
+_CURRENCY = re.compile(r"^[a-z0-9]+$")
+
+
+def _currency(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not _CURRENCY.match(value):
+        raise _problem(attribute, "must be a lower-case currency code such as btc")
+
+
+def _one_of(*allowed: str) -> Callable[[object, attrs.Attribute[Any], str], None]:
+    def check(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+        if value not in allowed:
+            raise _problem(attribute, f"must be one of {', '.join(allowed)}")
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
 class S3Settings:
     """Where the S3/R2 vault keeps keys (set ``BITLOOT_S3_BUCKET`` to use it)."""
 
-    bucket: str
-    access_key_id: str
-    secret_access_key: str = field(repr=False)
+    bucket: str = attrs.field(validator=_not_empty)
+    access_key_id: str = attrs.field(validator=_not_empty)
+    secret_access_key: str = attrs.field(repr=False, validator=_not_empty)
     # Cloudflare R2's account id, or any S3-compatible endpoint URL.
     account_id: str = ""
     endpoint_url: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@attrs.frozen(kw_only=True)
 class Settings:
+    """A shop's settings. ``load_settings`` reads them from the environment; a host
+    application may build them in code: each field is checked either way, and a bad one
+    is a ``ConfigError`` naming it. Secrets never show in the ``repr``."""
+
     data_dir: Path
-    public_url: str
+    public_url: str = attrs.field(validator=_public_url_ok)
     sandbox: bool
-    nowpayments_api_key: str = field(repr=False)
+    nowpayments_api_key: str = attrs.field(repr=False)
     nowpayments_base_url: str
-    ipn_secret: str = field(repr=False)
-    kinguin_api_key: str = field(repr=False)
+    ipn_secret: str = attrs.field(repr=False, validator=_not_empty)
+    kinguin_api_key: str = attrs.field(repr=False)
     kinguin_base_url: str
-    vault_key: bytes = field(repr=False)
-    signing_key: bytes = field(repr=False)
-    admin_token: str = field(repr=False)
-    smtp_url: str | None = field(repr=False)
-    order_ttl: timedelta
-    key_url_ttl: timedelta
-    underpay_tolerance_percent: Decimal
-    pay_currency: str
-    job_lease: timedelta = timedelta(minutes=2)
-    sqlite_synchronous: str = "FULL"
+    vault_key: bytes = attrs.field(repr=False, validator=_key_bytes)
+    signing_key: bytes = attrs.field(repr=False, validator=_key_bytes)
+    admin_token: str = attrs.field(repr=False, validator=_not_empty)
+    smtp_url: str | None = attrs.field(repr=False)
+    order_ttl: timedelta = attrs.field(validator=_positive)
+    key_url_ttl: timedelta = attrs.field(validator=_positive)
+    underpay_tolerance_percent: Decimal = attrs.field(validator=_percent)
+    pay_currency: str = attrs.field(validator=_currency)
+    job_lease: timedelta = attrs.field(default=timedelta(minutes=2), validator=_positive)
+    sqlite_synchronous: str = attrs.field(default="FULL", validator=_one_of("FULL", "NORMAL"))
     # The S3/R2 vault; None keeps keys in the encrypted file vault in the data dir.
     s3: S3Settings | None = None
     # Names of secrets this start generated and saved in the data dir: empty when they

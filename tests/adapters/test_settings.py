@@ -13,6 +13,8 @@ import json
 import multiprocessing
 import runpy
 import stat
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +254,56 @@ def test_an_s3_bucket_needs_credentials_and_an_endpoint(tmp_path: Path) -> None:
         None,
     )
     assert "r2-secret-value" not in repr(settings)
+
+
+# --- Settings built in code (a host application's own configuration) ----------------------
+
+
+def _valid(tmp_path: Path, **changes: Any) -> Settings:
+    fields: dict[str, Any] = {
+        "data_dir": tmp_path,
+        "public_url": "https://shop.example",
+        "sandbox": False,
+        "nowpayments_api_key": "np",
+        "nowpayments_base_url": "",
+        "ipn_secret": "ipn",
+        "kinguin_api_key": "kg",
+        "kinguin_base_url": "",
+        "vault_key": b"v" * 32,
+        "signing_key": b"s" * 32,
+        "admin_token": "admin",
+        "smtp_url": None,
+        "order_ttl": timedelta(hours=1),
+        "key_url_ttl": timedelta(hours=3),
+        "underpay_tolerance_percent": Decimal(0),
+        "pay_currency": "btc",
+    }
+    fields.update(changes)
+    return Settings(**fields)
+
+
+def test_settings_built_in_code_are_checked_like_the_environment(tmp_path: Path) -> None:
+    assert _valid(tmp_path).public_url == "https://shop.example"
+    bad = {
+        "public_url": "shop.example",
+        "vault_key": b"short",
+        "signing_key": b"x" * 31,
+        "order_ttl": timedelta(0),
+        "key_url_ttl": timedelta(seconds=-1),
+        "job_lease": timedelta(0),
+        "underpay_tolerance_percent": Decimal(100),
+        "sqlite_synchronous": "OFF",
+        "pay_currency": "BTC ",
+        "admin_token": "",
+    }
+    for name, value in bad.items():
+        with pytest.raises(ConfigError, match=name):
+            _valid(tmp_path, **{name: value})
+
+
+def test_settings_are_frozen_and_keep_secrets_out_of_their_repr(tmp_path: Path) -> None:
+    settings = _valid(tmp_path, admin_token="admin-secret-token")
+    with pytest.raises(AttributeError):
+        settings.public_url = "https://other.example"  # type: ignore[misc]
+    assert "admin-secret-token" not in repr(settings)
+    assert "v" * 32 not in repr(settings)
