@@ -20,6 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+import attrs
 import httpx
 
 from bitloot_adapters.clock import OffsetClock, SystemClock
@@ -241,6 +242,13 @@ def _seed_demo_catalogue(checkout: Checkout, store: Store) -> None:
             )
 
 
+def _with_sandbox_webhook_secret(settings: Settings) -> Settings:
+    """The sandbox's Kinguin signs its webhooks with a secret made for this start."""
+    if not settings.sandbox or settings.kinguin_webhook_secret is not None:
+        return settings
+    return attrs.evolve(settings, kinguin_webhook_secret=secrets.token_urlsafe(24))
+
+
 def _random_fraction() -> float:
     return secrets.randbelow(1_000_001) / 1_000_000
 
@@ -281,6 +289,7 @@ def build_shop(
         http = httpx.Client(timeout=httpx.Timeout(10.0))
         made.append(http.close)
     controls_clock: AdjustableClock | None = None
+    settings = _with_sandbox_webhook_secret(settings)
     if settings.sandbox:
         if clock is None:
             controls_clock = OffsetClock()
@@ -296,7 +305,12 @@ def build_shop(
             clock=clock,
         )
         sandbox_supplier = KinguinSandbox(
-            api_key=settings.kinguin_api_key, key_delay=1.0, clock=clock
+            api_key=settings.kinguin_api_key,
+            key_delay=1.0,
+            clock=clock,
+            http=http,
+            webhook_url=f"{settings.public_url}/webhooks/kinguin",
+            webhook_secret=settings.kinguin_webhook_secret,
         )
         servers = (SandboxServer(payments).start(), SandboxServer(sandbox_supplier).start())
         nowpayments_url, kinguin_url = f"{servers[0].url}/v1", servers[1].url
@@ -331,6 +345,8 @@ def build_shop(
             base_url=kinguin_url,
             # The sandbox delivers keys after a second; poll it often so the demo is quick.
             poll_interval=0.25 if settings.sandbox else 2.0,
+            # Waiting for late keys costs no attempt: a short poll in a call is enough.
+            key_wait=2.0 if settings.sandbox else 20.0,
         ),
         vault=vault,
         mailer=mailer or _mailer(settings),

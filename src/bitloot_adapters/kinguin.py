@@ -63,7 +63,6 @@ __all__ = [
     "MAX_QTY_PER_PRODUCT",
     "KinguinClient",
     "decode_image_serial",
-    "order_id_of",
 ]
 
 DEFAULT_BASE_URL: Final = "https://gateway.kinguin.net/esa/api"
@@ -345,14 +344,6 @@ class KinguinClient:
                 "with a body that is not JSON",
                 status=response.status_code,
             ) from exc
-
-
-def order_id_of(order_external_id: str, known: Callable[[str], bool]) -> str | None:
-    """Our order id behind a Kinguin ``orderExternalId`` (``known`` tells ours apart)."""
-    if known(order_external_id):
-        return order_external_id
-    head, separator, _ = order_external_id.partition(OWN_ORDER_SEPARATOR)
-    return head if separator and head and known(head) else None
 
 
 def _own_id(order_id: str, product_id: str) -> str:

@@ -120,6 +120,8 @@ class Settings:
     pay_currency: str = attrs.field(validator=_currency)
     job_lease: timedelta = attrs.field(default=timedelta(minutes=2), validator=_positive)
     sqlite_synchronous: str = attrs.field(default="FULL", validator=_one_of("FULL", "NORMAL"))
+    # Kinguin's order.status webhook secret; None: POST /webhooks/kinguin answers 401.
+    kinguin_webhook_secret: str | None = attrs.field(default=None, repr=False)
     # The S3/R2 vault; None keeps keys in the encrypted file vault in the data dir.
     s3: S3Settings | None = None
     # Names of secrets this start generated and saved in the data dir: empty when they
@@ -357,6 +359,7 @@ def load_settings(
         signing_key=_key(secret("signing_key"), "SIGNING_KEY"),
         admin_token=secret("admin_token"),
         smtp_url=env.get(PREFIX + "SMTP_URL") or None,
+        kinguin_webhook_secret=env.get(PREFIX + "KINGUIN_WEBHOOK_SECRET") or None,
         order_ttl=order_ttl,
         key_url_ttl=key_url_ttl,
         underpay_tolerance_percent=tolerance,

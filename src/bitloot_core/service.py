@@ -732,6 +732,44 @@ class Checkout:
         self._observer.observe("fulfillment_woken", order_id=order_id)
         return True
 
+    def supplier_webhook(
+        self, *, external_id: str, status: str, dedupe_key: str, body_sha256: str
+    ) -> str | None:
+        """A verified supplier webhook saying its order ``external_id`` moved to ``status``.
+
+        Only a hint: fulfillment asks the supplier itself, so an old webhook arriving after
+        a newer one changes nothing. Logged, deduplicated on ``dedupe_key``, and the first
+        delivery wakes the order's waiting fulfillment. Returns our order id (None: the
+        external id is none of ours). ``external_id`` is our order id, or
+        ``ORDER-PRODUCT`` for a supplier order holding one product on its own.
+        """
+        now = self._clock.now()
+        with self._store.transaction() as tx:
+            head = external_id.rpartition("-")[0]
+            candidates = (external_id, head) if head else (external_id,)
+            order = next((o for c in candidates if (o := tx.get_order(c)) is not None), None)
+            order_id = order.id if order is not None else None
+            first = order is not None and tx.claim_ipn(f"supplier:{dedupe_key}", now)
+            outcome = WebhookOutcome.APPLIED if first else WebhookOutcome.DUPLICATE
+            if order is None:
+                outcome = WebhookOutcome.IGNORED
+            tx.log_webhook(
+                WebhookLogEntry(
+                    received_at=now,
+                    body_sha256=body_sha256,
+                    signature_valid=True,
+                    outcome=outcome,
+                    reason=f"supplier order {external_id} is {status}",
+                    order_id=order_id,
+                    provider_status=status,
+                    dedupe_key=f"supplier:{dedupe_key}",
+                )
+            )
+        self._observer.observe("supplier_webhook", outcome=str(outcome), order_id=order_id)
+        if first and order_id is not None:
+            self.wake_fulfillment(order_id)
+        return order_id
+
     def _keys_pending(self, job: Job, exc: KeysPending) -> JobRun | None:
         """Keep waiting for a supplier's keys without using up an attempt (None: too long)."""
         now = self._clock.now()

@@ -773,3 +773,46 @@ def test_an_admin_retry_after_a_too_long_wait_starts_a_new_wait(kit: Kit) -> Non
         kit.clock.advance(timedelta(seconds=16))
     kit.checkout.retry_fulfillment(created.order.id)
     assert run_jobs(kit) == ["waiting"]
+
+
+def test_a_supplier_webhook_wakes_the_fulfillment_once_and_is_logged(kit: Kit) -> None:
+    created, payment = order_and_pay(kit)
+    order_id = created.order.id
+    kit.supplier.outage(1, KeysPending("keys not yet delivered"))
+    send_ipn(kit, payment, "finished")
+    assert run_jobs(kit) == ["waiting"]
+
+    found = kit.checkout.supplier_webhook(
+        external_id=order_id, status="completed", dedupe_key="K1:completed:t1", body_sha256="a"
+    )
+    again = kit.checkout.supplier_webhook(
+        external_id=order_id, status="completed", dedupe_key="K1:completed:t1", body_sha256="a"
+    )
+
+    assert (found, again) == (order_id, order_id)
+    assert run_jobs(kit) == ["done", "done"]
+    log = kit.checkout.admin_order(order_id).webhooks
+    outcomes = [(e.outcome, e.provider_status) for e in log if e.payment_id is None]
+    assert outcomes == [
+        (WebhookOutcome.APPLIED, "completed"),
+        (WebhookOutcome.DUPLICATE, "completed"),
+    ]
+    audit = [e.action for e in kit.checkout.admin_order(order_id).audit]
+    assert audit.count("fulfillment_woken") == 1
+
+
+def test_a_supplier_webhook_for_a_product_bought_on_its_own_names_our_order(kit: Kit) -> None:
+    created, _ = order_and_pay(kit)
+    order_id = created.order.id
+
+    found = kit.checkout.supplier_webhook(
+        external_id=f"{order_id}-5c9b5f6b2539", status="processing", dedupe_key="d", body_sha256="b"
+    )
+    unknown = kit.checkout.supplier_webhook(
+        external_id="someone-else", status="completed", dedupe_key="e", body_sha256="c"
+    )
+    bare = kit.checkout.supplier_webhook(
+        external_id="nodash", status="completed", dedupe_key="f", body_sha256="c"
+    )
+
+    assert (found, unknown, bare) == (order_id, None, None)

@@ -24,6 +24,8 @@ MAX_OUTAGE_FAILURES: Final = 100
 # would overflow the sandbox's arithmetic.
 MAX_SANDBOX_AMOUNT: Final = Decimal(10**12)
 MAX_CLOCK_SECONDS: Final = 366 * 86400
+MAX_SANDBOX_STOCK: Final = 1_000_000
+MAX_PRODUCT_ID: Final = 100
 
 
 def sandbox_pay(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
@@ -65,3 +67,27 @@ def sandbox_outage(api: ShopApi, request: HttpRequest, params: dict[str, str]) -
             f"failures must be an integer from 0 to {MAX_OUTAGE_FAILURES}", code="invalid_failures"
         )
     return json_response(200, api.sandbox.kinguin_outage(failures))
+
+
+def sandbox_key_delay(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    del params
+    seconds = decimal_field(json_body(request), "seconds")
+    if seconds is None or not 0 <= seconds <= MAX_CLOCK_SECONDS:
+        raise InvalidInput("seconds must be between 0 and one year", code="invalid_seconds")
+    return json_response(200, api.sandbox.kinguin_key_delay(seconds))
+
+
+def sandbox_stock(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    del params
+    data = json_body(request)
+    product_id, qty = data.get("product_id"), data.get("qty")
+    if not isinstance(product_id, str) or not 0 < len(product_id) <= MAX_PRODUCT_ID:
+        raise InvalidInput("product_id must be a non-empty string", code="invalid_product")
+    if isinstance(qty, bool) or not isinstance(qty, int) or not 0 <= qty <= MAX_SANDBOX_STOCK:
+        raise InvalidInput(f"qty must be 0 to {MAX_SANDBOX_STOCK}", code="invalid_quantity")
+    # Our product id or Kinguin's productId.
+    product = next(
+        (p.product for p in api.checkout.list_products() if p.product.id == product_id), None
+    )
+    ref = product.supplier_ref if product is not None and product.supplier_ref else product_id
+    return json_response(200, api.sandbox.kinguin_stock(ref, qty))

@@ -61,6 +61,8 @@ class SandboxControls:
     def advance_clock(self, seconds: Decimal) -> dict[str, object]:
         """Move the clock forward, then run one worker pass with the sweeper forced."""
         now = self.clock.advance(timedelta(seconds=float(seconds)))
+        # Kinguin tells the shop about orders whose keys arrived meanwhile (order.status).
+        self.supplier.send_webhooks()
         done = self._worker.run_once(force_sweep=True)
         return {
             "now": now,
@@ -74,6 +76,19 @@ class SandboxControls:
         if failures:
             self.supplier.outage(failures, mode="503")
         return {"failures": failures}
+
+    def kinguin_key_delay(self, seconds: Decimal) -> dict[str, object]:
+        """Kinguin orders placed from now on deliver their keys over ``seconds``."""
+        self.supplier.key_delay = float(seconds)
+        return {"seconds": seconds}
+
+    def kinguin_stock(self, product_id: str, qty: int) -> dict[str, object]:
+        """What Kinguin's offers hold of ``product_id`` (Kinguin's productId)."""
+        try:
+            self.supplier.set_stock(product_id, qty)
+        except KeyError:
+            raise NotFound(f"no Kinguin product {product_id!r}") from None
+        return {"product_id": product_id, "qty": qty}
 
 
 def _sent(deliveries: list[IpnDelivery]) -> dict[str, object]:

@@ -1,0 +1,145 @@
+"""Kinguin as it really behaves, through the example servers: keys hours late, its
+order.status webhook, out of stock, and the sandbox controls for them."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from typing import Any
+
+from flow import (
+    STARDEW,
+    admin_order,
+    advance,
+    assert_error,
+    create_order,
+    get_order,
+    open_payment,
+    pay,
+    wait_for,
+)
+
+from support.servers import RunningServer
+
+THREE_HOURS = 3 * 3600
+
+
+def fulfillment_job(server: RunningServer, order_id: str) -> dict[str, Any]:
+    jobs = [j for j in admin_order(server, order_id)["jobs"] if j["kind"] == "fulfill"]
+    assert len(jobs) == 1, jobs
+    job: dict[str, Any] = jobs[0]
+    return job
+
+
+def paid_and_waiting(server: RunningServer, delay: int = THREE_HOURS) -> dict[str, Any]:
+    """A Stardew Valley order, paid, whose Kinguin keys are ``delay`` seconds away."""
+    response = server.http.post("/sandbox/kinguin/key-delay", json={"seconds": delay})
+    assert response.status_code == 200, response.text
+    order = create_order(server, STARDEW)
+    payment = open_payment(server, order)
+    assert [i["answered"] for i in pay(server, payment["id"])] == [200] * 5
+    deadline = time.monotonic() + 15
+    while "keys_pending" not in str(fulfillment_job(server, order["id"])["last_error"]):
+        assert time.monotonic() < deadline, fulfillment_job(server, order["id"])
+        time.sleep(0.05)
+    return order
+
+
+def emails(server: RunningServer) -> int:
+    return len(list((server.shop.settings.data_dir / "mail").glob("*.eml")))
+
+
+def test_keys_three_hours_late_end_in_one_fulfilled_order_and_one_email(
+    server: RunningServer,
+) -> None:
+    order = paid_and_waiting(server)
+
+    for _ in range(5):  # an hour and a quarter of polls: none uses up an attempt
+        advance(server, 15 * 60)
+        job = fulfillment_job(server, order["id"])
+        assert (job["state"], job["attempts"]) == ("pending", 0), job
+    assert get_order(server, order)["status"] == "paid"
+    advance(server, THREE_HOURS)
+
+    fulfilled = wait_for(server, order, "fulfilled")
+    assert fulfilled["flags"] == []
+    deadline = time.monotonic() + 10
+    while emails(server) < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert emails(server) == 1
+    assert len(server.shop.sandbox.supplier.orders) == 1  # type: ignore[union-attr]
+
+
+def test_the_kinguin_webhook_wakes_fulfillment_before_the_next_poll(
+    server: RunningServer,
+) -> None:
+    order = paid_and_waiting(server, delay=120)
+    sandbox = server.shop.sandbox
+    assert sandbox is not None
+    # The keys arrive two minutes on; the next poll is five minutes after the first try.
+    sandbox.clock.advance(timedelta(seconds=150))
+    time.sleep(0.5)  # the worker thread runs every 0.05 s: nothing is due
+    assert get_order(server, order)["status"] == "paid"
+    (sent,) = [w for w in sandbox.supplier.send_webhooks() if w.status == "completed"]
+
+    assert sent.answered == 204
+    wait_for(server, order, "fulfilled")
+    audit = [e["action"] for e in admin_order(server, order["id"])["audit"]]
+    assert "fulfillment_woken" in audit
+
+
+def test_the_kinguin_webhook_needs_the_secret_and_is_deduplicated(server: RunningServer) -> None:
+    secret = server.shop.settings.kinguin_webhook_secret
+    assert secret
+    body = json.dumps(
+        {
+            "orderId": "K1",
+            "orderExternalId": "nobody",
+            "status": "completed",
+            "updatedAt": "2026-01-01T00:00:00Z",
+        }
+    ).encode()
+    headers = {"x-event-name": "order.status", "content-type": "application/json"}
+
+    wrong = server.http.post("/webhooks/kinguin", content=body, headers=headers)
+    good = server.http.post(
+        "/webhooks/kinguin", content=body, headers=headers | {"x-event-secret": secret}
+    )
+    malformed = server.http.post(
+        "/webhooks/kinguin", content=b"{}", headers=headers | {"x-event-secret": secret}
+    )
+
+    assert_error(wrong, 401, "bad_signature")
+    assert (good.status_code, good.content) == (204, b"")
+    assert_error(malformed, 400, "malformed_webhook")
+
+
+def test_out_of_stock_buys_nothing_and_holds_the_order_for_the_admin(
+    server: RunningServer,
+) -> None:
+    stock = server.http.post("/sandbox/kinguin/stock", json={"product_id": STARDEW, "qty": 0})
+    assert stock.status_code == 200, stock.text
+    order = create_order(server, STARDEW)
+    payment = open_payment(server, order)
+    pay(server, payment["id"])
+
+    held = wait_for(server, order, until=lambda o: "fulfillment_failed" in o["flags"])
+
+    assert held["status"] == "paid"
+    job = fulfillment_job(server, order["id"])
+    assert job["state"] == "dead"
+    assert "product_unavailable" in job["last_error"]
+    assert server.shop.sandbox is not None
+    assert server.shop.sandbox.supplier.orders == []
+
+
+def test_sandbox_kinguin_controls_refuse_bad_input(server: RunningServer) -> None:
+    assert_error(server.http.post("/sandbox/kinguin/key-delay", json={"seconds": -1}), 400)
+    assert_error(
+        server.http.post("/sandbox/kinguin/stock", json={"product_id": STARDEW, "qty": -1}), 400
+    )
+    assert_error(
+        server.http.post("/sandbox/kinguin/stock", json={"product_id": "nope", "qty": 1}), 404
+    )
