@@ -17,6 +17,7 @@ from bitloot_adapters.http_api.shapes import (
     body_too_large,
     error_response,
 )
+from bitloot_adapters.http_api.wsgi import WsgiApp, make_wsgi_app
 from bitloot_core.errors import BitlootError, NotFound, Unauthorized
 
 if TYPE_CHECKING:
@@ -33,6 +34,10 @@ class ShopApi:
         self.shop = shop
         self.checkout = shop.checkout
         self.routes = tuple(routes)
+
+    def wsgi_app(self) -> WsgiApp:
+        """The whole API as a WSGI application, for any WSGI server."""
+        return make_wsgi_app(self)
 
     @property
     def sandbox(self) -> SandboxControls:
