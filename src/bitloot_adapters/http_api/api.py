@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from bitloot_adapters.http_api.asgi import AsgiApp, make_asgi_app
 from bitloot_adapters.http_api.routes import ROUTES, Access, Route
 from bitloot_adapters.http_api.shapes import (
     BodyTooLarge,
@@ -34,6 +35,10 @@ class ShopApi:
         self.shop = shop
         self.checkout = shop.checkout
         self.routes = tuple(routes)
+
+    def asgi_app(self) -> AsgiApp:
+        """The whole API as an ASGI application, for any ASGI server."""
+        return make_asgi_app(self)
 
     def wsgi_app(self) -> WsgiApp:
         """The whole API as a WSGI application, for any WSGI server."""
