@@ -1,4 +1,5 @@
-"""Sandbox stand-ins for NOWPayments and Kinguin that speak their HTTP APIs on loopback.
+"""Sandbox stand-ins for NOWPayments, BTCPay Server and Kinguin that speak their HTTP
+APIs on loopback.
 
 For demos and tests, in bitloot's own suite and in host applications' suites::
 
@@ -13,6 +14,14 @@ send signed IPNs, ``outage`` on either plans failures; ``SandboxControls`` is wh
 sandbox shop's ``/sandbox/...`` routes drive. Nothing here is for production.
 """
 
+from bitloot_adapters.sandbox.btcpay import (
+    BTCPAY_RATES,
+    BtcPayCall,
+    BtcPaySandbox,
+    SentWebhook,
+    WebhookDelivery,
+    btcpay_signature,
+)
 from bitloot_adapters.sandbox.controls import AdjustableClock, SandboxControls
 from bitloot_adapters.sandbox.faults import OutageMode
 from bitloot_adapters.sandbox.kinguin import (
@@ -33,9 +42,12 @@ from bitloot_adapters.sandbox.nowpayments import (
 from bitloot_adapters.sandbox.server import SandboxRequest, SandboxResponse, SandboxServer
 
 __all__ = [
+    "BTCPAY_RATES",
     "DEFAULT_PRODUCTS",
     "DEFAULT_RATES",
     "AdjustableClock",
+    "BtcPayCall",
+    "BtcPaySandbox",
     "IpnDelivery",
     "KinguinCall",
     "KinguinOutageMode",
@@ -50,4 +62,7 @@ __all__ = [
     "SandboxResponse",
     "SandboxServer",
     "SentIpn",
+    "SentWebhook",
+    "WebhookDelivery",
+    "btcpay_signature",
 ]
