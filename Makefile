@@ -13,7 +13,7 @@ LIGHTHOUSE := audit/node_modules/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
-	$(BIN)/python -m pip install --quiet -e ".[s3,server]" --group dev
+	$(BIN)/python -m pip install --quiet -e ".[s3,server,postgres]" --group dev
 	touch $(STAMP)
 
 $(AXE): tests/browser/package.json tests/browser/package-lock.json

@@ -25,6 +25,7 @@
     │   └── MailerUnavailable         retryable: the server is down or busy
     ├── VaultError                    the key vault failed (retryable, 503)
     ├── AdapterError                  an adapter failed in an unforeseen way (retryable)
+    │   └── StoreUnavailable          503 store_unavailable: the database is down or busy
     ├── PoolEmpty                     a custom product has no key left (not retryable)
     └── ConcurrentUpdate              a compare-and-set lost; the caller retries (409)
 
@@ -200,6 +201,13 @@ class AdapterError(BitlootError):
     code = "adapter_error"
     status_hint = 500
     retryable = True
+
+
+class StoreUnavailable(AdapterError):
+    """The store cannot be reached, or lost its connection: nothing was committed."""
+
+    code = "store_unavailable"
+    status_hint = 503
 
 
 class PoolEmpty(BitlootError):

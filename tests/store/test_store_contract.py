@@ -1,7 +1,7 @@
-"""One contract for every ``Store``: the in-memory reference and the SQLite file.
+"""One contract for every ``Store``: the in-memory reference, SQLite and PostgreSQL.
 
-Each test runs against both. The state machine at the end runs one random sequence of
-operations against both side by side and requires identical answers.
+Each test runs against all three. The state machine at the end runs one random sequence
+of operations against all three side by side and requires identical answers.
 """
 
 from __future__ import annotations
@@ -19,8 +19,14 @@ from typing import Any
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 
+from bitloot_adapters.postgres_store import PostgresStore
 from bitloot_adapters.sqlite_store import SqliteStore
 from bitloot_core.chart import Flag, OrderStatus, PaymentStatus
 from bitloot_core.errors import ConcurrentUpdate
@@ -189,16 +195,20 @@ def exact(value: object) -> object:
 # --- the stores -------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "memory":
         yield MemoryStore()
         return
-    sqlite_store = SqliteStore(tmp_path / "bitloot.db")
+    opened: SqliteStore | PostgresStore
+    if request.param == "sqlite":
+        opened = SqliteStore(tmp_path / "bitloot.db")
+    else:
+        opened = PostgresStore(request.getfixturevalue("pg_url"), pool_size=2)
     try:
-        yield sqlite_store
+        yield opened
     finally:
-        sqlite_store.close()
+        opened.close()
 
 
 class Boom(Exception):
@@ -760,6 +770,11 @@ order_statuses = st.sampled_from(SOME_STATUSES)
 stale = st.sampled_from([False, False, False, True])
 
 
+def texts(*, min_size: int = 0, max_size: int) -> st.SearchStrategy[str]:
+    """Any text a store keeps: every character but NUL, which PostgreSQL's text refuses."""
+    return st.text(st.characters(exclude_characters="\x00"), min_size=min_size, max_size=max_size)
+
+
 def mostly_none(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(st.none(), st.none(), strategy)
 
@@ -767,7 +782,7 @@ def mostly_none(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 delivered = st.lists(
     st.builds(
         DeliveredKey,
-        ref=st.text(min_size=1, max_size=12),
+        ref=texts(min_size=1, max_size=12),
         content_type=st.sampled_from(["text/plain", "image/png"]),
     ),
     max_size=2,
@@ -777,7 +792,7 @@ items = st.lists(
         OrderItem,
         id=st.sampled_from(["i1", "i2"]),
         product_id=st.sampled_from(PRODUCT_IDS),
-        name=st.text(max_size=10),
+        name=texts(max_size=10),
         quantity=st.integers(1, 3),
         unit_price=money,
         source=st.sampled_from(list(ProductSource)),
@@ -794,13 +809,22 @@ def ids(orders: list[Order]) -> list[str]:
 
 
 class StoresAgree(RuleBasedStateMachine):
-    """Every operation, applied to both stores, answers the same; so does their content."""
+    """Every operation, applied to every store, answers the same; so does their content.
+
+    ``postgres``, when set, is one database for the whole run, emptied before each example.
+    """
+
+    postgres: PostgresStore | None = None
 
     def __init__(self) -> None:
         super().__init__()
         self.directory = tempfile.mkdtemp(prefix="bitloot-store-")
         self.memory = MemoryStore()
         self.sqlite = SqliteStore(Path(self.directory) / "bitloot.db")
+        self.stores: list[Store] = [self.memory, self.sqlite]
+        if self.postgres is not None:
+            empty_postgres(self.postgres)
+            self.stores.append(self.postgres)
         self.ref_serial = 0
 
     def teardown(self) -> None:
@@ -818,18 +842,19 @@ class StoresAgree(RuleBasedStateMachine):
                 return answer
 
         answers = []
-        for store in (self.memory, self.sqlite):
+        for store in self.stores:
             try:
                 answer = attempt(store)
             except (ConcurrentUpdate, KeyError, Boom) as exc:
                 answer = type(exc)
             answers.append(exact(answer))
-        assert answers[0] == answers[1]
+        for answer in answers[1:]:
+            assert answer == answers[0]
         return answers[0]
 
     @rule(
         product_id=st.sampled_from(PRODUCT_IDS),
-        name=st.text(max_size=10),
+        name=texts(max_size=10),
         price=money,
         source=st.sampled_from(list(ProductSource)),
     )
@@ -1089,7 +1114,29 @@ class StoresAgree(RuleBasedStateMachine):
         self.both(snapshot)
 
 
+def empty_postgres(store: PostgresStore) -> None:
+    with store.transaction() as tx:
+        tx._execute(
+            "TRUNCATE products, pool_keys, orders, payments, idempotency, ipn_dedupe,"
+            " webhooks, jobs, emails, audit, reveals RESTART IDENTITY"
+        )
+
+
 StoresAgree.TestCase.settings = settings(
     StoresAgree.TestCase.settings, stateful_step_count=50, deadline=None
 )
 test_memory_and_sqlite_stores_agree = StoresAgree.TestCase
+
+
+def test_memory_sqlite_and_postgres_stores_agree(pg_url: str) -> None:
+    # A round trip per operation to a server: fewer examples than the run above, which
+    # already explores the same operations on the two embedded stores.
+    examples = min(settings().max_examples, 300)
+    with PostgresStore(pg_url, pool_size=1) as postgres:
+        machine = type("StoresAgreeOnThisDatabase", (StoresAgree,), {"postgres": postgres})
+        run_state_machine_as_test(
+            machine,
+            settings=settings(
+                settings(), max_examples=examples, stateful_step_count=50, deadline=None
+            ),
+        )
