@@ -772,7 +772,11 @@ stale = st.sampled_from([False, False, False, True])
 
 def texts(*, min_size: int = 0, max_size: int) -> st.SearchStrategy[str]:
     """Any text a store keeps: every character but NUL, which PostgreSQL's text refuses."""
-    return st.text(st.characters(exclude_characters="\x00"), min_size=min_size, max_size=max_size)
+    return st.text(
+        st.characters(codec="utf-8", exclude_characters="\x00"),
+        min_size=min_size,
+        max_size=max_size,
+    )
 
 
 def mostly_none(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
