@@ -94,7 +94,8 @@ function statusHint(order) {
     case "confirming":
       return "Your payment was seen; waiting for network confirmations.";
     case "paid":
-      return "Delivering your keys…";
+      // Kinguin may take hours (a pre-order: until its release): never promise seconds.
+      return "Payment received. Your keys are on their way: this page updates by itself, and we email you when they are ready.";
     case "fulfilled":
       return "Your keys are ready. We also sent a link to your email.";
     case "underpaid":
