@@ -738,10 +738,12 @@ class Checkout:
         """A verified supplier webhook saying its order ``external_id`` moved to ``status``.
 
         Only a hint: fulfillment asks the supplier itself, so an old webhook arriving after
-        a newer one changes nothing. Logged, deduplicated on ``dedupe_key``, and the first
-        delivery wakes the order's waiting fulfillment. Returns our order id (None: the
-        external id is none of ours). ``external_id`` is our order id, or
-        ``ORDER-PRODUCT`` for a supplier order holding one product on its own.
+        a newer one changes nothing. Deduplicated on ``dedupe_key``; the first delivery
+        wakes the order's waiting fulfillment. Logged as ``applied`` when it woke one,
+        ``ignored`` when there was nothing to wake (or the order is none of ours),
+        ``duplicate`` when seen before. Returns our order id (None: not ours).
+        ``external_id`` is our order id, or ``ORDER-PRODUCT`` for a supplier order holding
+        one product on its own.
         """
         now = self._clock.now()
         with self._store.transaction() as tx:
@@ -750,9 +752,12 @@ class Checkout:
             order = next((o for c in candidates if (o := tx.get_order(c)) is not None), None)
             order_id = order.id if order is not None else None
             first = order is not None and tx.claim_ipn(f"supplier:{dedupe_key}", now)
-            outcome = WebhookOutcome.APPLIED if first else WebhookOutcome.DUPLICATE
-            if order is None:
-                outcome = WebhookOutcome.IGNORED
+        outcome = WebhookOutcome.IGNORED
+        if order_id is not None and not first:
+            outcome = WebhookOutcome.DUPLICATE
+        elif order_id is not None and self.wake_fulfillment(order_id):
+            outcome = WebhookOutcome.APPLIED
+        with self._store.transaction() as tx:
             tx.log_webhook(
                 WebhookLogEntry(
                     received_at=now,
@@ -766,8 +771,6 @@ class Checkout:
                 )
             )
         self._observer.observe("supplier_webhook", outcome=str(outcome), order_id=order_id)
-        if first and order_id is not None:
-            self.wake_fulfillment(order_id)
         return order_id
 
     def _keys_pending(self, job: Job, exc: KeysPending) -> JobRun | None:
