@@ -17,7 +17,8 @@ from oracle_chart import OracleChart
 from statemachine.exceptions import TransitionNotAllowed
 
 from bitloot_core import chart
-from bitloot_core.chart import OrderStatus
+from bitloot_core.chart import AmountOutcome, OrderStatus
+from bitloot_core.providers.nowpayments import STATUSES
 
 # A realistic mix of (stored status, provider status, paid in full).
 CASES = [
@@ -32,18 +33,24 @@ CASES = [
 NO_FLAGS: frozenset[chart.Flag] = frozenset()
 
 
+def _amount(full: bool) -> AmountOutcome:
+    return AmountOutcome.IN_FULL if full else AmountOutcome.SHORT
+
+
 def ours(status: OrderStatus, raw: str, full: bool) -> OrderStatus:
-    transition = chart.ipn_transition(status, NO_FLAGS, raw, full)
-    return status if transition is None else transition.status
+    row = STATUSES.get(raw)
+    if row is None:
+        return status
+    return chart.apply(status, NO_FLAGS, chart.payment_event(row.kind, _amount(full))).status
 
 
 def baseline(status: OrderStatus, raw: str, full: bool) -> OrderStatus:
-    row = chart.provider_status(raw)
+    row = STATUSES.get(raw)
     if row is None:
         return status
     machine = OracleChart(start_value=status.value)
     try:
-        machine.send(chart.ipn_event(row.kind, paid_in_full=full).value)
+        machine.send(chart.payment_event(row.kind, _amount(full)).value)
     except TransitionNotAllowed:
         return status
     return OrderStatus(machine.current_state_value)

@@ -41,7 +41,7 @@ from bitloot_adapters.serve import hide_url_tokens, parse_args, prepare_shop
 PAGE_DIR = Path(__file__).parent / "static"
 WRITER_THREADS = 4
 WEBHOOK_THREADS = 4
-WEBHOOK_PATH = "/webhooks/nowpayments"
+WEBHOOK_PATH = "/webhooks/{provider}"
 
 
 async def _paced(stream: Iterator[bytes], interval: float) -> AsyncIterator[bytes]:
@@ -156,13 +156,12 @@ def create_app(shop: Shop, *, routes: Sequence[Route] = ROUTES) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def not_found(request: Request, exc: HTTPException) -> Response:
-        del request
-        code = (
-            "method_not_allowed"
-            if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED
-            else "not_found"
-        )
-        return _to_response(error_response(exc.status_code, code, str(exc.detail).lower()))
+        status = exc.status_code
+        if status == HTTPStatus.METHOD_NOT_ALLOWED and not api.known_path(request.url.path):
+            status = HTTPStatus.NOT_FOUND  # e.g. the webhook path of a provider not run here
+        code = "method_not_allowed" if status == HTTPStatus.METHOD_NOT_ALLOWED else "not_found"
+        detail = str(exc.detail).lower() if status == exc.status_code else "not found"
+        return _to_response(error_response(status, code, detail))
 
     return app
 

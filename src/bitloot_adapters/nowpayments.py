@@ -25,6 +25,8 @@ import httpx
 
 from bitloot_adapters import transport
 from bitloot_core.errors import InvalidInput, ProviderError, ProviderUnavailable
+from bitloot_core.providers import PaymentUpdate
+from bitloot_core.providers.nowpayments import parse_payment
 from bitloot_core.values import OpenedPayment
 
 __all__ = ["DEFAULT_BASE_URL", "NowPaymentsClient"]
@@ -84,13 +86,13 @@ class NowPaymentsClient:
         response = self._send("POST", "/payment", content=body.encode())
         return _opened_payment(_object(response))
 
-    def get_payment(self, payment_id: str) -> bytes:
-        """``GET /payment/{id}``: the provider's payment JSON (IPN-shaped), unparsed."""
+    def get_payment(self, payment_id: str) -> PaymentUpdate:
+        """``GET /payment/{id}``: the payment, read by the core's NOWPayments parser."""
         if not payment_id:
             raise InvalidInput("a payment id is required")
         response = self._send("GET", f"/payment/{quote(payment_id, safe='')}")
         _object(response)  # refuse a body that is not a JSON object
-        return response.content
+        return parse_payment(response.content)
 
     def _send(self, method: str, path: str, *, content: bytes | None = None) -> httpx.Response:
         """The one place where transport failures and error answers become our errors."""

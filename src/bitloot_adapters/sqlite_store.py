@@ -416,9 +416,17 @@ def _v1_initial(db: sqlite_utils.Database) -> None:
     reveals.create_index(["order_id"], if_not_exists=True)
 
 
+def _v2_payment_provider(db: sqlite_utils.Database) -> None:
+    """Payments carry the provider that holds them; every earlier one is NOWPayments'."""
+    db.execute("ALTER TABLE payments ADD COLUMN provider TEXT NOT NULL DEFAULT 'nowpayments'")
+
+
 # Forward migrations, in order: the database is at version N once the first N have run.
 # Append only; never edit one that has shipped.
-MIGRATIONS: Final[tuple[Callable[[sqlite_utils.Database], None], ...]] = (_v1_initial,)
+MIGRATIONS: Final[tuple[Callable[[sqlite_utils.Database], None], ...]] = (
+    _v1_initial,
+    _v2_payment_provider,
+)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

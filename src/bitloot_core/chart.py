@@ -1,33 +1,40 @@
-"""The order state chart and the NOWPayments status mapping, as data.
+"""The order state chart, the payment record's chart and the job kinds, as data.
 
 This module never performs I/O, never reads a clock and never raises for an event that
 is not in its tables: a webhook retried forever must not be able to trip on it.
 
-Rules (decided; everything that moves an order lives in the tables below):
+Rules (decided; everything that moves an order or its payment record lives in the tables
+below, and the service only applies what they answer):
 
 Rule 1. An order starts ``created``. Progress only moves forward:
         created < waiting < confirming < paid < fulfilled.
 Rule 2. ``expired``, ``failed`` and ``underpaid`` are reachable only before ``paid``.
 Rule 3. ``fulfilled``, ``expired``, ``failed`` and ``underpaid`` are terminal for automatic
-        events (IPNs, the sweeper, the worker). Only an admin event moves an order out of
-        one of them, and the service audits every admin event.
-Rule 4. A pair (status, event) missing from ``TRANSITIONS`` is ignored: ``apply`` reports
-        it as not applied and the caller audits it. Nothing here raises for it.
-Rule 5. A full payment arriving for an order that can no longer be paid (expired, failed,
-        underpaid) keeps the status and raises the ``paid_late`` flag so an admin decides.
-Rule 6. Entering ``paid`` enqueues fulfillment; entering ``fulfilled`` enqueues the
-        completion email (``ON_ENTER``).
-Rule 7. Fulfillment retries exhausted leave the order ``paid`` with ``fulfillment_failed``;
+        events (payment updates, the sweeper, the worker). Only an admin event moves an
+        order out of one of them, and the service audits every admin event.
+Rule 4. A pair (status, event) missing from ``TRANSITIONS``, or whose rule needs a flag
+        the order does not carry (``Rule.requires``: the admin guards), is ignored:
+        ``apply`` reports it as not applied and the caller audits it (or, for an admin
+        request, refuses it). Nothing here raises for it.
+Rule 5. Payment providers speak through generic payment events (``payment_*``); what a
+        provider's own status means is the provider's table (``bitloot_core.providers``),
+        and whether money arrived in full, short or over is decided from the amounts
+        before the chart sees the event (``payment_paid_in_full``, ``payment_paid_short``,
+        ``payment_overpaid``). The flags those outcomes carry are raised by the rules here.
+Rule 6. A full payment arriving for an order that can no longer be paid (expired, failed,
+        underpaid) keeps the status and raises ``paid_late`` so an admin decides; the
+        payment record is then ``finished`` (``Rule.payment``): the money did arrive.
+Rule 7. Entering ``paid`` enqueues fulfillment; entering ``fulfilled`` enqueues the
+        completion email (``ON_ENTER``). Each job kind (``JOBS``) names its retry schedule
+        and the event sent when its retries run out.
+Rule 8. Fulfillment retries exhausted leave the order ``paid`` with ``fulfillment_failed``;
         an admin retry clears the flag and enqueues fulfillment again.
-Rule 8. A completion email whose retries ran out leaves the order ``fulfilled`` with
-        ``email_failed``; an admin resend clears the flag and enqueues the email again.
-Rule 9. Payment records follow their own forward-only order (``PAYMENT_RANK``);
-        ``underpaid`` and ``failed`` records are final, except that a late full payment
-        (rule 5) records the payment as ``finished``: the money did arrive.
-
-Whether a ``finished`` or ``partially_paid`` IPN is a full payment (amount within the
-underpay tolerance) is decided in ``bitloot_core.payments``; this module only sees the
-resulting event.
+Rule 9. A completion email whose retries ran out leaves the order ``fulfilled`` with
+        ``email_failed``; an admin resend (allowed only then) clears the flag and enqueues
+        the email again.
+Rule 10. Payment records follow their own table (``PAYMENT_TRANSITIONS``): forward only
+        (``PAYMENT_RANK``); ``finished``, ``underpaid`` and ``failed`` are final, except
+        where an order rule sets the record (rule 6).
 """
 
 from __future__ import annotations
@@ -74,12 +81,14 @@ class Flag(enum.StrEnum):
 
 class OrderEvent(enum.StrEnum):
     PAYMENT_OPENED = "payment_opened"
-    IPN_WAITING = "ipn_waiting"
-    IPN_CONFIRMING = "ipn_confirming"
-    IPN_PAID_IN_FULL = "ipn_paid_in_full"
-    IPN_PAID_SHORT = "ipn_paid_short"
-    IPN_EXPIRED = "ipn_expired"
-    IPN_FAILED = "ipn_failed"
+    PAYMENT_WAITING = "payment_waiting"
+    PAYMENT_CONFIRMING = "payment_confirming"
+    PAYMENT_CONFIRMED = "payment_confirmed"
+    PAYMENT_PAID_IN_FULL = "payment_paid_in_full"
+    PAYMENT_OVERPAID = "payment_overpaid"
+    PAYMENT_PAID_SHORT = "payment_paid_short"
+    PAYMENT_EXPIRED = "payment_expired"
+    PAYMENT_FAILED = "payment_failed"
     SWEEP_EXPIRED = "sweep_expired"
     FULFILLMENT_DONE = "fulfillment_done"
     FULFILLMENT_EXHAUSTED = "fulfillment_exhausted"
@@ -90,20 +99,43 @@ class OrderEvent(enum.StrEnum):
     ADMIN_RESEND_EMAIL = "admin_resend_email"
 
 
+class PaymentKind(enum.StrEnum):
+    """What a provider's status means, in every provider's words (rule 5).
+
+    ``paid`` means money arrived; the amounts decide whether it is in full, short or over.
+    """
+
+    WAITING = "waiting"
+    CONFIRMING = "confirming"
+    CONFIRMED = "confirmed"
+    PAID = "paid"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
 class Effect(enum.StrEnum):
-    """Work a transition asks for; the service turns these into outbox jobs."""
+    """Work a transition asks for; the service turns these into outbox jobs (``JOBS``)."""
 
     ENQUEUE_FULFILLMENT = "enqueue_fulfillment"
     ENQUEUE_COMPLETION_EMAIL = "enqueue_completion_email"
 
 
+class JobKind(enum.StrEnum):
+    FULFILL = "fulfill"
+    COMPLETION_EMAIL = "completion_email"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rule:
-    """Where a (status, event) pair leads, and the flags it raises or clears."""
+    """Where a (status, event) pair leads, and the flags it needs, raises or clears."""
 
     target: OrderStatus
     raise_flags: frozenset[Flag] = frozenset()
     clear_flags: frozenset[Flag] = frozenset()
+    # The flags the order must carry for the rule to apply (admin guards).
+    requires: frozenset[Flag] = frozenset()
+    # The payment record's status after the rule, when the rule decides it (rule 6).
+    payment: PaymentStatus | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,10 +147,24 @@ class Transition:
     flags: frozenset[Flag]
     effects: tuple[Effect, ...]
     reason: str
+    payment: PaymentStatus | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobRule:
+    """One kind of outbox job: what enqueues it, what it does, and how it gives up."""
+
+    enqueued_by: Effect
+    runs: str
+    # The ``CheckoutConfig`` field holding its retry schedule.
+    retries: str
+    exhausted: OrderEvent
 
 
 S = OrderStatus
 E = OrderEvent
+P = PaymentStatus
+K = PaymentKind
 
 INITIAL: Final = S.CREATED
 TERMINAL: Final = frozenset({S.FULFILLED, S.EXPIRED, S.FAILED, S.UNDERPAID})
@@ -128,9 +174,14 @@ PROGRESS: Final = MappingProxyType(
 )
 AUTOMATIC_EVENTS: Final = frozenset(e for e in E if not e.value.startswith("admin_"))
 ADMIN_EVENTS: Final = frozenset(E) - AUTOMATIC_EVENTS
+PAYMENT_EVENTS: Final = frozenset(e for e in E if e.value.startswith("payment_")) - {
+    E.PAYMENT_OPENED
+}
 
 _BEFORE_PAID = (S.CREATED, S.WAITING, S.CONFIRMING)
+_HELD = (S.EXPIRED, S.FAILED, S.UNDERPAID)
 _LATE = frozenset({Flag.PAID_LATE})
+_OVERPAID = frozenset({Flag.OVERPAID})
 _FULFILLMENT_FAILED = frozenset({Flag.FULFILLMENT_FAILED})
 _EMAIL_FAILED = frozenset({Flag.EMAIL_FAILED})
 
@@ -138,33 +189,46 @@ _EMAIL_FAILED = frozenset({Flag.EMAIL_FAILED})
 def _table() -> dict[tuple[OrderStatus, OrderEvent], Rule]:
     t: dict[tuple[OrderStatus, OrderEvent], Rule] = {
         (S.CREATED, E.PAYMENT_OPENED): Rule(target=S.WAITING),
-        (S.CREATED, E.IPN_WAITING): Rule(target=S.WAITING),
+        (S.CREATED, E.PAYMENT_WAITING): Rule(target=S.WAITING),
         (S.CREATED, E.SWEEP_EXPIRED): Rule(target=S.EXPIRED),
         (S.WAITING, E.SWEEP_EXPIRED): Rule(target=S.EXPIRED),
         (S.PAID, E.FULFILLMENT_DONE): Rule(target=S.FULFILLED, clear_flags=_FULFILLMENT_FAILED),
         (S.PAID, E.FULFILLMENT_EXHAUSTED): Rule(target=S.PAID, raise_flags=_FULFILLMENT_FAILED),
         (S.PAID, E.ADMIN_RETRY_FULFILLMENT): Rule(target=S.PAID, clear_flags=_FULFILLMENT_FAILED),
         (S.FULFILLED, E.EMAIL_EXHAUSTED): Rule(target=S.FULFILLED, raise_flags=_EMAIL_FAILED),
-        (S.FULFILLED, E.ADMIN_RESEND_EMAIL): Rule(target=S.FULFILLED, clear_flags=_EMAIL_FAILED),
+        (S.FULFILLED, E.ADMIN_RESEND_EMAIL): Rule(
+            target=S.FULFILLED, requires=_EMAIL_FAILED, clear_flags=_EMAIL_FAILED
+        ),
     }
     for status in _BEFORE_PAID:
-        t[status, E.IPN_PAID_IN_FULL] = Rule(target=S.PAID)
-        t[status, E.IPN_PAID_SHORT] = Rule(target=S.UNDERPAID)
-        t[status, E.IPN_EXPIRED] = Rule(target=S.EXPIRED)
-        t[status, E.IPN_FAILED] = Rule(target=S.FAILED)
-    for status in (S.CREATED, S.WAITING, S.CONFIRMING):
+        t[status, E.PAYMENT_PAID_IN_FULL] = Rule(target=S.PAID)
+        t[status, E.PAYMENT_OVERPAID] = Rule(target=S.PAID, raise_flags=_OVERPAID)
+        t[status, E.PAYMENT_PAID_SHORT] = Rule(target=S.UNDERPAID)
+        t[status, E.PAYMENT_EXPIRED] = Rule(target=S.EXPIRED)
+        t[status, E.PAYMENT_FAILED] = Rule(target=S.FAILED)
         # confirming -> confirming is kept so a later confirmation still counts as applied
         # (the payment record moves from waiting to confirmed on it).
-        t[status, E.IPN_CONFIRMING] = Rule(target=S.CONFIRMING)
-    for status in (S.EXPIRED, S.FAILED, S.UNDERPAID):
-        t[status, E.IPN_PAID_IN_FULL] = Rule(target=status, raise_flags=_LATE)
-    # Admin resolutions of held orders (underpaid, or paid late after expiring/failing).
-    for status in (S.UNDERPAID, S.EXPIRED, S.FAILED):
+        t[status, E.PAYMENT_CONFIRMING] = Rule(target=S.CONFIRMING)
+        t[status, E.PAYMENT_CONFIRMED] = Rule(target=S.CONFIRMING)
+    for status in _HELD:
+        t[status, E.PAYMENT_PAID_IN_FULL] = Rule(
+            target=status, raise_flags=_LATE, payment=P.FINISHED
+        )
+        t[status, E.PAYMENT_OVERPAID] = Rule(
+            target=status, raise_flags=_LATE | _OVERPAID, payment=P.FINISHED
+        )
+    # Admin resolutions of held orders: underpaid ones, and expired or failed ones only
+    # once money arrived late (the guard is the rule's, not the caller's).
+    for status in _HELD:
+        needs = frozenset() if status is S.UNDERPAID else _LATE
         t[status, E.ADMIN_FULFILL] = Rule(
-            target=S.PAID, raise_flags=frozenset({Flag.MARKED}), clear_flags=_LATE
+            target=S.PAID, requires=needs, raise_flags=frozenset({Flag.MARKED}), clear_flags=_LATE
         )
         t[status, E.ADMIN_REFUND] = Rule(
-            target=S.FAILED, raise_flags=frozenset({Flag.MARKED, Flag.REFUNDED}), clear_flags=_LATE
+            target=S.FAILED,
+            requires=needs,
+            raise_flags=frozenset({Flag.MARKED, Flag.REFUNDED}),
+            clear_flags=_LATE,
         )
     return t
 
@@ -185,18 +249,41 @@ ON_EVENT: Final = MappingProxyType(
     }
 )
 
+JOBS: Final = MappingProxyType(
+    {
+        JobKind.FULFILL: JobRule(
+            enqueued_by=Effect.ENQUEUE_FULFILLMENT,
+            runs="buy the keys from the supplier or claim them from the pool",
+            retries="fulfillment_retries",
+            exhausted=E.FULFILLMENT_EXHAUSTED,
+        ),
+        JobKind.COMPLETION_EMAIL: JobRule(
+            enqueued_by=Effect.ENQUEUE_COMPLETION_EMAIL,
+            runs="send the one completion email",
+            retries="email_retries",
+            exhausted=E.EMAIL_EXHAUSTED,
+        ),
+    }
+)
+JOB_FOR_EFFECT: Final = MappingProxyType({rule.enqueued_by: kind for kind, rule in JOBS.items()})
+
+
+def _refused(status: OrderStatus, flags: frozenset[Flag], reason: str) -> Transition:
+    return Transition(applied=False, status=status, flags=flags, effects=(), reason=reason)
+
 
 # The inputs are finite (statuses x flag sets x events) and the function is pure, so its
-# answers are memoised: an IPN decision is one dictionary lookup on the hot path.
+# answers are memoised: a payment decision is one dictionary lookup on the hot path.
 @functools.cache
 def apply(status: OrderStatus, flags: frozenset[Flag], event: OrderEvent) -> Transition:
     """Apply ``event`` to an order in ``status``; never raises."""
     rule = TRANSITIONS.get((status, event))
     if rule is None:
         reason = "terminal" if status in TERMINAL else "not in the chart"
-        return Transition(
-            applied=False, status=status, flags=flags, effects=(), reason=f"{reason}: ignored"
-        )
+        return _refused(status, flags, f"{reason}: ignored")
+    missing = rule.requires - flags
+    if missing:
+        return _refused(status, flags, f"needs {', '.join(sorted(missing))}: ignored")
     new_flags = (flags | rule.raise_flags) - rule.clear_flags
     effects: tuple[Effect, ...] = ON_EVENT.get(event, ())
     if rule.target != status:
@@ -207,141 +294,86 @@ def apply(status: OrderStatus, flags: frozenset[Flag], event: OrderEvent) -> Tra
         flags=new_flags,
         effects=effects,
         reason=f"{status} -> {rule.target}",
+        payment=rule.payment,
     )
 
 
-# --- NOWPayments ---------------------------------------------------------------------------
-
-
-class IpnKind(enum.StrEnum):
-    """What a provider status means for the order, before amounts are looked at."""
-
-    WAITING = "waiting"
-    CONFIRMING = "confirming"
-    FINISHED = "finished"
-    PARTIAL = "partial"
-    EXPIRED = "expired"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProviderStatus:
-    kind: IpnKind
-    payment_status: PaymentStatus
-    description: str
-
-
-# The seed's 10-row table: provider status -> (meaning for the order, payment record status).
-NOWPAYMENTS_STATUS: Final = MappingProxyType(
-    {
-        "waiting": ProviderStatus(
-            kind=IpnKind.WAITING,
-            payment_status=PaymentStatus.WAITING,
-            description="Invoice created, waiting for payment",
-        ),
-        "confirming": ProviderStatus(
-            kind=IpnKind.CONFIRMING,
-            payment_status=PaymentStatus.WAITING,
-            description="Payment detected, awaiting confirmations",
-        ),
-        "sending": ProviderStatus(
-            kind=IpnKind.CONFIRMING,
-            payment_status=PaymentStatus.WAITING,
-            description="Transaction broadcasting to blockchain",
-        ),
-        "confirmed": ProviderStatus(
-            kind=IpnKind.CONFIRMING,
-            payment_status=PaymentStatus.CONFIRMED,
-            description="Blockchain confirmed, not yet finished",
-        ),
-        "finished": ProviderStatus(
-            kind=IpnKind.FINISHED,
-            payment_status=PaymentStatus.FINISHED,
-            description="Payment complete, fulfillment triggered",
-        ),
-        "partially_paid": ProviderStatus(
-            kind=IpnKind.PARTIAL,
-            payment_status=PaymentStatus.UNDERPAID,
-            description="Customer sent less than required",
-        ),
-        "underpaid": ProviderStatus(
-            kind=IpnKind.PARTIAL,
-            payment_status=PaymentStatus.UNDERPAID,
-            description="Equivalent to partially_paid",
-        ),
-        "expired": ProviderStatus(
-            kind=IpnKind.EXPIRED,
-            payment_status=PaymentStatus.FAILED,
-            description="Payment window expired",
-        ),
-        "refunded": ProviderStatus(
-            kind=IpnKind.FAILED,
-            payment_status=PaymentStatus.FAILED,
-            description="Admin-initiated refund (rare)",
-        ),
-        "failed": ProviderStatus(
-            kind=IpnKind.FAILED,
-            payment_status=PaymentStatus.FAILED,
-            description="Payment rejected/failed",
-        ),
-    }
-)
+# --- payment events ------------------------------------------------------------------------
 
 _KIND_EVENT: Final = MappingProxyType(
     {
-        IpnKind.WAITING: E.IPN_WAITING,
-        IpnKind.CONFIRMING: E.IPN_CONFIRMING,
-        IpnKind.EXPIRED: E.IPN_EXPIRED,
-        IpnKind.FAILED: E.IPN_FAILED,
+        K.WAITING: E.PAYMENT_WAITING,
+        K.CONFIRMING: E.PAYMENT_CONFIRMING,
+        K.CONFIRMED: E.PAYMENT_CONFIRMED,
+        K.EXPIRED: E.PAYMENT_EXPIRED,
+        K.FAILED: E.PAYMENT_FAILED,
     }
 )
 
 
-def provider_status(raw: str) -> ProviderStatus | None:
-    """The mapping row for a provider status; None means "ignore and audit"."""
-    return NOWPAYMENTS_STATUS.get(raw)
+class AmountOutcome(enum.StrEnum):
+    """How the money that arrived compares with the amount due."""
+
+    SHORT = "short"
+    IN_FULL = "in_full"
+    OVER = "over"
 
 
-@functools.cache
-def ipn_event(kind: IpnKind, *, paid_in_full: bool) -> OrderEvent:
-    """The order event for an IPN of ``kind``; amounts decide finished/partial."""
-    if kind in (IpnKind.FINISHED, IpnKind.PARTIAL):
-        return E.IPN_PAID_IN_FULL if paid_in_full else E.IPN_PAID_SHORT
+_AMOUNT_EVENT: Final = MappingProxyType(
+    {
+        AmountOutcome.SHORT: E.PAYMENT_PAID_SHORT,
+        AmountOutcome.IN_FULL: E.PAYMENT_PAID_IN_FULL,
+        AmountOutcome.OVER: E.PAYMENT_OVERPAID,
+    }
+)
+
+
+def payment_event(kind: PaymentKind, amount: AmountOutcome) -> OrderEvent:
+    """The order event for a payment update of ``kind``; amounts decide a ``paid`` one."""
+    if kind is K.PAID:
+        return _AMOUNT_EVENT[amount]
     return _KIND_EVENT[kind]
 
 
-# Payment record statuses, rule 8.
+# --- the payment record ------------------------------------------------------------------
+
 PAYMENT_RANK: Final = MappingProxyType(
+    {P.CREATED: 0, P.WAITING: 1, P.CONFIRMED: 2, P.FINISHED: 3, P.UNDERPAID: 3, P.FAILED: 3}
+)
+PAYMENT_FINAL: Final = frozenset({P.FINISHED, P.UNDERPAID, P.FAILED})
+# The record status each event proposes; the table keeps the moves that go forward.
+_PROPOSED: Final = MappingProxyType(
     {
-        PaymentStatus.CREATED: 0,
-        PaymentStatus.WAITING: 1,
-        PaymentStatus.CONFIRMED: 2,
-        PaymentStatus.FINISHED: 3,
-        PaymentStatus.UNDERPAID: 3,
-        PaymentStatus.FAILED: 3,
+        E.PAYMENT_WAITING: P.WAITING,
+        E.PAYMENT_CONFIRMING: P.WAITING,
+        E.PAYMENT_CONFIRMED: P.CONFIRMED,
+        E.PAYMENT_PAID_IN_FULL: P.FINISHED,
+        E.PAYMENT_OVERPAID: P.FINISHED,
+        E.PAYMENT_PAID_SHORT: P.UNDERPAID,
+        E.PAYMENT_EXPIRED: P.FAILED,
+        E.PAYMENT_FAILED: P.FAILED,
+        # The sweeper expires an order only once the provider said nothing arrived.
+        E.SWEEP_EXPIRED: P.FAILED,
     }
 )
-PAYMENT_FINAL: Final = frozenset(
-    {PaymentStatus.FINISHED, PaymentStatus.UNDERPAID, PaymentStatus.FAILED}
-)
 
 
-def advance_payment(current: PaymentStatus, proposed: PaymentStatus) -> PaymentStatus:
-    """The payment record's next status: forward only, final statuses stay."""
-    if current in PAYMENT_FINAL:
-        return current
-    return proposed if PAYMENT_RANK[proposed] > PAYMENT_RANK[current] else current
+def _payment_table() -> dict[tuple[PaymentStatus, OrderEvent], PaymentStatus]:
+    return {
+        (current, event): proposed
+        for event, proposed in _PROPOSED.items()
+        for current in P
+        if current not in PAYMENT_FINAL and PAYMENT_RANK[proposed] > PAYMENT_RANK[current]
+    }
 
 
-@functools.cache
-def ipn_transition(
-    status: OrderStatus, flags: frozenset[Flag], provider: str, paid_in_full: bool
-) -> Transition | None:
-    """The whole decision for one IPN: mapping row, event, transition (None: unknown status).
+PAYMENT_TRANSITIONS: Final = MappingProxyType(_payment_table())
 
-    Memoised like ``apply``; this is the webhook hot path.
-    """
-    row = provider_status(provider)
-    if row is None:
-        return None
-    return apply(status, flags, ipn_event(row.kind, paid_in_full=paid_in_full))
+
+def payment_status(
+    current: PaymentStatus, event: OrderEvent, transition: Transition
+) -> PaymentStatus:
+    """The payment record's status after ``event`` moved its order by ``transition``."""
+    if transition.applied and transition.payment is not None:
+        return transition.payment
+    return PAYMENT_TRANSITIONS.get((current, event), current)

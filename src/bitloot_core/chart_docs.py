@@ -1,4 +1,4 @@
-"""Render ``docs/state-chart.md`` from the chart's tables.
+"""Render ``docs/state-chart.md`` from the chart's tables and the providers' tables.
 
 Pure: returns text; ``docs/make_state_chart.py`` writes it. The committed file is checked
 against this output by a test, so the docs cannot drift from the code.
@@ -6,14 +6,24 @@ against this output by a test, so the docs cannot drift from the code.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from bitloot_core.chart import (
     INITIAL,
-    NOWPAYMENTS_STATUS,
+    JOBS,
+    PAYMENT_TRANSITIONS,
     TERMINAL,
     TRANSITIONS,
     OrderEvent,
     OrderStatus,
+    PaymentStatus,
     apply,
+)
+from bitloot_core.providers import ProviderStatus, nowpayments
+
+# Every provider module in the core: (title, status table). Add yours here.
+PROVIDER_TABLES: tuple[tuple[str, Mapping[str, ProviderStatus]], ...] = (
+    ("NOWPayments", nowpayments.STATUSES),
 )
 
 
@@ -36,31 +46,50 @@ def mermaid() -> list[str]:
 
 def transition_table() -> list[str]:
     lines = [
-        "| status | event | target | flags | effects |",
-        "|---|---|---|---|---|",
+        "| status | event | needs | target | flags | payment record | effects |",
+        "|---|---|---|---|---|---|---|",
     ]
     order = {status: index for index, status in enumerate(OrderStatus)}
     event_order = {event: index for index, event in enumerate(OrderEvent)}
     rows = sorted(TRANSITIONS.items(), key=lambda kv: (order[kv[0][0]], event_order[kv[0][1]]))
     for (status, event), rule in rows:
         flags = _flags(rule.raise_flags, "+") + _flags(rule.clear_flags, "-")
-        effects = apply(status, frozenset(), event).effects
+        needs = " ".join(sorted(rule.requires)) or "-"
+        effects = apply(status, rule.requires, event).effects
+        record = f"`{rule.payment}`" if rule.payment else "-"
         lines.append(
-            f"| `{status}` | `{event}` | `{rule.target}` | {' '.join(flags) or '-'} "
-            f"| {', '.join(effects) or '-'} |"
+            f"| `{status}` | `{event}` | {needs} | `{rule.target}` | {' '.join(flags) or '-'} "
+            f"| {record} | {', '.join(effects) or '-'} |"
         )
     return lines
 
 
-def mapping_table() -> list[str]:
+def payment_table() -> list[str]:
+    lines = ["| payment record | event | becomes |", "|---|---|---|"]
+    order = {status: index for index, status in enumerate(PaymentStatus)}
+    event_order = {event: index for index, event in enumerate(OrderEvent)}
+    rows = sorted(
+        PAYMENT_TRANSITIONS.items(), key=lambda kv: (order[kv[0][0]], event_order[kv[0][1]])
+    )
+    lines.extend(f"| `{status}` | `{event}` | `{target}` |" for (status, event), target in rows)
+    return lines
+
+
+def job_table() -> list[str]:
     lines = [
-        "| NOWPayments status | meaning | payment record | description |",
-        "|---|---|---|---|",
+        "| job kind | enqueued by | runs | retry schedule | when retries run out |",
+        "|---|---|---|---|---|",
     ]
     lines.extend(
-        f"| `{raw}` | {row.kind} | `{row.payment_status}` | {row.description} |"
-        for raw, row in NOWPAYMENTS_STATUS.items()
+        f"| `{kind}` | {rule.enqueued_by} | {rule.runs} | `{rule.retries}` | `{rule.exhausted}` |"
+        for kind, rule in JOBS.items()
     )
+    return lines
+
+
+def mapping_table(title: str, statuses: Mapping[str, ProviderStatus]) -> list[str]:
+    lines = [f"| {title} status | payment kind | description |", "|---|---|---|"]
+    lines.extend(f"| `{raw}` | {row.kind} | {row.description} |" for raw, row in statuses.items())
     return lines
 
 
@@ -68,26 +97,43 @@ def render() -> str:
     parts = [
         "# Order state chart",
         "",
-        "Generated from `bitloot_core.chart` by `make docs` (`docs/make_state_chart.py`);",
-        "a test fails when this file is stale. Do not edit by hand.",
+        "Generated from `bitloot_core.chart` and the provider modules by `make docs`",
+        "(`docs/make_state_chart.py`); a test fails when this file is stale. Do not edit by hand.",
         "",
         f"Initial status: `{INITIAL}`. Terminal for automatic events: "
         + ", ".join(f"`{s}`" for s in sorted(TERMINAL))
         + ".",
-        "A (status, event) pair missing from the table is ignored and audited.",
+        "A (status, event) pair missing from the table, or whose rule needs a flag the order",
+        "does not carry, is ignored and audited (an admin request for it is refused).",
         "",
         *mermaid(),
         "",
         "## Transitions",
         "",
+        "*needs*: flags the order must carry; *payment record*: the record's status when the",
+        "rule sets it (otherwise the record follows its own table below).",
+        "",
         *transition_table(),
         "",
-        "## NOWPayments status mapping",
+        "## Payment record",
         "",
-        "`finished` and `partial` become `ipn_paid_in_full` when the amount paid is at least",
-        "the amount due less the underpay tolerance, and `ipn_paid_short` otherwise.",
+        "Forward only; `finished`, `underpaid` and `failed` are final. A pair missing here",
+        "leaves the record as it is.",
         "",
-        *mapping_table(),
+        *payment_table(),
+        "",
+        "## Jobs",
+        "",
+        *job_table(),
+        "",
+        "## Payment events",
+        "",
+        "Each provider maps its own statuses to a payment kind. A `paid` kind becomes",
+        "`payment_paid_short` when the amount paid is below the amount due less the underpay",
+        "tolerance, `payment_overpaid` when it is above the amount due, and",
+        "`payment_paid_in_full` otherwise; every other kind becomes `payment_<kind>`.",
         "",
     ]
+    for title, statuses in PROVIDER_TABLES:
+        parts += [f"### {title}", "", *mapping_table(title, statuses), ""]
     return "\n".join(parts)

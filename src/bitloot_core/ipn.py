@@ -1,4 +1,4 @@
-"""NOWPayments IPNs: signature verification, parsing, dedupe and binding to an order.
+"""NOWPayments' wire format: IPN signature verification, parsing and dedupe.
 
 NOWPayments signs an IPN with HMAC-SHA512 (lowercase hex in ``x-nowpayments-sig``) over
 the body as Node prints it: ``JSON.stringify(sortObject(body))``, where ``sortObject`` is
@@ -25,13 +25,13 @@ import hmac
 import json
 import math
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Final
 
 from bitloot_core.errors import MalformedWebhook
-from bitloot_core.values import Ipn
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_IPN_BYTES",
     "MAX_IPN_DEPTH",
-    "binding_problem",
+    "Ipn",
     "canonical_json",
     "dedupe_key",
     "parse_ipn",
@@ -76,6 +76,26 @@ _STRING_LITERAL: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DO
 _BRACKET: Final = re.compile(r"[\[\]{}]")
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _JSON_NUMBER: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ipn:
+    """A parsed NOWPayments IPN body; amounts exactly as the JSON text wrote them."""
+
+    payment_id: str
+    payment_status: str
+    order_id: str | None = None
+    parent_payment_id: str | None = None
+    price_amount: Decimal | None = None
+    price_currency: str | None = None
+    pay_amount: Decimal | None = None
+    pay_currency: str | None = None
+    pay_address: str | None = None
+    actually_paid: Decimal = Decimal(0)
+    outcome_amount: Decimal | None = None
+    outcome_currency: str | None = None
+    purchase_id: str | None = None
+    updated_at: datetime | None = None
 
 
 def verify_ipn_signature(raw_body: bytes, signature: str | None, secret: str) -> bool:
@@ -453,35 +473,3 @@ def _plain_amount(amount: Decimal) -> str:
         return "0"
     text = format(amount, "f")  # exact: no context rounding without a precision
     return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def binding_problem(
-    ipn: Ipn,
-    *,
-    order_id: str,
-    payment_id: str | None,
-    price_amount: Decimal,
-    price_currency: str,
-) -> str | None:
-    """Why ``ipn`` is not bound to the order described, or ``None`` when it is.
-
-    Bound means: the IPN's order_id is the order's, its payment_id is the payment opened
-    for the order (or names it as ``parent_payment_id``: a repeated deposit), and its price
-    amount and currency are the order's. With no payment opened, no IPN is bound.
-    """
-    if payment_id is None:
-        return "no payment has been opened for the order"
-    if ipn.order_id != order_id:
-        return f"order_id does not match (IPN {ipn.order_id!r}, order {order_id!r})"
-    if payment_id not in (ipn.payment_id, ipn.parent_payment_id):
-        return (
-            f"payment_id does not match (IPN {ipn.payment_id!r}, parent "
-            f"{ipn.parent_payment_id!r}, order's payment {payment_id!r})"
-        )
-    if ipn.price_amount is None or ipn.price_amount != price_amount:
-        return f"price_amount does not match (IPN {ipn.price_amount}, order {price_amount})"
-    if ipn.price_currency is None or ipn.price_currency.lower() != price_currency.lower():
-        return (
-            f"price_currency does not match (IPN {ipn.price_currency!r}, order {price_currency!r})"
-        )
-    return None

@@ -1,8 +1,11 @@
-"""Deciding what an IPN does to an order and its payment record.
+"""Deciding what a provider's payment update does to an order and its payment record.
 
-Pure: takes the stored order and payment and a parsed IPN, returns their next values and
-the effects to apply. Signature checks and parsing live in ``bitloot_core.ipn``; binding
-(is this IPN about this order?) is checked by the caller before this runs.
+Pure: takes the stored order and payment and a neutral ``PaymentUpdate``, returns their
+next values and the effects to apply. Everything that moves them is the chart's: this
+module only turns the amounts into the chart's amount outcome (in full, short, over) and
+asks the chart's tables. Signature checks and parsing are the provider's
+(``bitloot_core.providers``); binding (is this update about this order?) is checked by
+the caller, with ``binding_problem``, before this runs.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from datetime import datetime
 from decimal import Decimal
 
 from bitloot_core import chart
-from bitloot_core.chart import Effect, Flag, IpnKind
-from bitloot_core.values import Ipn, Order, Payment
+from bitloot_core.chart import AmountOutcome, Effect
+from bitloot_core.providers import PaymentUpdate
+from bitloot_core.values import Order, Payment
 
 HUNDRED = Decimal(100)
 
@@ -23,8 +27,17 @@ def paid_in_full(actually_paid: Decimal, due: Decimal, tolerance_percent: Decima
     return actually_paid >= due * (HUNDRED - tolerance_percent) / HUNDRED
 
 
+def amount_outcome(
+    actually_paid: Decimal, due: Decimal, tolerance_percent: Decimal
+) -> AmountOutcome:
+    """Short (below the tolerance), in full, or over (more than due)."""
+    if not paid_in_full(actually_paid, due, tolerance_percent):
+        return AmountOutcome.SHORT
+    return AmountOutcome.OVER if actually_paid > due else AmountOutcome.IN_FULL
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class IpnDecision:
+class PaymentDecision:
     applied: bool
     order: Order
     payment: Payment
@@ -32,63 +45,81 @@ class IpnDecision:
     reason: str
 
 
-def decide_ipn(
+def decide_payment(
     order: Order,
     payment: Payment,
-    ipn: Ipn,
+    update: PaymentUpdate,
     *,
     tolerance_percent: Decimal,
     now: datetime,
-) -> IpnDecision:
-    """The order and payment after ``ipn``. Unknown statuses and terminal orders are ignored."""
-    full = paid_in_full(ipn.actually_paid, payment.pay_amount, tolerance_percent)
-    transition = chart.ipn_transition(order.status, order.flags, ipn.payment_status, full)
-    row = chart.provider_status(ipn.payment_status)
-    if transition is None or row is None:
-        return IpnDecision(
+) -> PaymentDecision:
+    """The order and payment after ``update``. Unknown statuses and terminal orders are ignored."""
+    if update.kind is None:
+        return PaymentDecision(
             applied=False,
             order=order,
             payment=payment,
             effects=(),
-            reason=f"unknown provider status {ipn.payment_status!r}: ignored",
+            reason=f"unknown provider status {update.provider_status!r}: ignored",
         )
-    # finished and partially_paid are judged by the amount: in full (within the
-    # tolerance) they pay the order and finish the payment record, short they don't.
-    paying = row.kind in (IpnKind.FINISHED, IpnKind.PARTIAL)
-    proposed = row.payment_status
-    if paying:
-        proposed = chart.PaymentStatus.FINISHED if full else chart.PaymentStatus.UNDERPAID
-    flags = transition.flags
-    if transition.applied and paying and full and ipn.actually_paid > payment.pay_amount:
-        flags |= {Flag.OVERPAID}
-    new_payment_status = chart.advance_payment(payment.status, proposed)
-    if transition.applied and Flag.PAID_LATE in transition.flags - order.flags:
-        # The money arrived after we gave up on the payment: the record says so, even
-        # though the order is held for an admin.
-        new_payment_status = chart.PaymentStatus.FINISHED
+    amount = amount_outcome(update.actually_paid, payment.pay_amount, tolerance_percent)
+    event = chart.payment_event(update.kind, amount)
+    transition = chart.apply(order.status, order.flags, event)
+    new_payment_status = chart.payment_status(payment.status, event, transition)
     payment_moved = new_payment_status != payment.status
     if not transition.applied and not payment_moved:
-        return IpnDecision(
+        return PaymentDecision(
             applied=False,
             order=order,
             payment=payment,
             effects=(),
-            reason=f"{ipn.payment_status} on {order.status} order: {transition.reason}",
+            reason=f"{update.provider_status} on {order.status} order: {transition.reason}",
         )
     new_payment = replace(
         payment,
         status=new_payment_status,
-        provider_status=ipn.payment_status,
-        actually_paid=max(payment.actually_paid, ipn.actually_paid),
+        provider_status=update.provider_status,
+        actually_paid=max(payment.actually_paid, update.actually_paid),
         updated_at=now,
     )
     new_order = order
-    if transition.status != order.status or flags != order.flags:
-        new_order = replace(order, status=transition.status, flags=flags, updated_at=now)
-    return IpnDecision(
+    if transition.status != order.status or transition.flags != order.flags:
+        new_order = replace(order, status=transition.status, flags=transition.flags, updated_at=now)
+    return PaymentDecision(
         applied=True,
         order=new_order,
         payment=new_payment,
         effects=transition.effects,
-        reason=f"{ipn.payment_status}: {transition.reason}; payment {new_payment_status}",
+        reason=f"{update.provider_status}: {transition.reason}; payment {new_payment_status}",
     )
+
+
+def binding_problem(  # noqa: PLR0911  one return per check
+    update: PaymentUpdate, *, order: Order, payment: Payment
+) -> str | None:
+    """Why ``update`` is not bound to ``order`` (whose payment ``payment`` it names), or None.
+
+    Bound means: it comes from the provider holding the payment, its order_id is the
+    order's, its payment_id is the payment opened for the order (or names it as
+    ``parent_payment_id``: a repeated deposit), and its price amount and currency are the
+    order's. With no payment opened, no update is bound.
+    """
+    if order.payment_id is None:
+        return "no payment has been opened for the order"
+    if update.provider != payment.provider:
+        return f"the payment is held by {payment.provider}, not {update.provider}"
+    if update.order_id != order.id:
+        return f"order_id does not match (IPN {update.order_id!r}, order {order.id!r})"
+    if order.payment_id not in (update.payment_id, update.parent_payment_id):
+        return (
+            f"payment_id does not match (IPN {update.payment_id!r}, parent "
+            f"{update.parent_payment_id!r}, order's payment {order.payment_id!r})"
+        )
+    if update.price_amount is None or update.price_amount != order.total:
+        return f"price_amount does not match (IPN {update.price_amount}, order {order.total})"
+    if update.price_currency is None or update.price_currency.lower() != order.currency.lower():
+        return (
+            f"price_currency does not match (IPN {update.price_currency!r}, "
+            f"order {order.currency!r})"
+        )
+    return None

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Protocol
 
 from bitloot_core.chart import Flag, OrderStatus
+from bitloot_core.providers import PaymentUpdate
 from bitloot_core.values import (
     AuditEntry,
     EmailRecord,
@@ -120,6 +121,8 @@ class Store(Protocol):
 
 
 class PaymentGateway(Protocol):
+    """The I/O half of one payment provider (its pure half is a ``PaymentProvider``)."""
+
     def create_payment(
         self,
         *,
@@ -130,8 +133,13 @@ class PaymentGateway(Protocol):
         ipn_callback_url: str,
         description: str,
     ) -> OpenedPayment: ...
-    def get_payment(self, payment_id: str) -> bytes:
-        """The provider's payment JSON body (IPN-shaped), to reconcile a missed IPN."""
+    def get_payment(self, payment_id: str) -> PaymentUpdate:
+        """The provider's current word on a payment, as the neutral update its provider
+        module parses (``bitloot_core.providers``): to reconcile a missed webhook, to
+        check before the sweeper expires an order, and to read a payment whose webhooks
+        carry no amounts. Raises ``ProviderError``/``ProviderUnavailable`` (or
+        ``MalformedWebhook`` for an answer that cannot be parsed).
+        """
         ...
 
 

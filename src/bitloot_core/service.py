@@ -19,10 +19,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Final
 
-from bitloot_core import chart, idempotency, ipn, rules, tokens
+from bitloot_core import chart, idempotency, rules, tokens
 from bitloot_core.chart import Effect, Flag, OrderEvent, OrderStatus, PaymentStatus
 from bitloot_core.errors import (
     AdapterError,
+    BadSignature,
     BitlootError,
     ConcurrentUpdate,
     IdempotencyConflict,
@@ -35,7 +36,7 @@ from bitloot_core.errors import (
     PoolEmpty,
     SupplierError,
 )
-from bitloot_core.payments import decide_ipn
+from bitloot_core.payments import binding_problem, decide_payment
 from bitloot_core.ports import (
     Clock,
     KeySupplier,
@@ -46,12 +47,13 @@ from bitloot_core.ports import (
     Store,
     StoreTx,
 )
+from bitloot_core.providers import PaymentProvider, PaymentUpdate
+from bitloot_core.providers.nowpayments import NowPayments
 from bitloot_core.values import (
     AuditEntry,
     DeliveredKey,
     EmailRecord,
     IdempotencyRecord,
-    Ipn,
     Job,
     JobKind,
     JobState,
@@ -66,7 +68,6 @@ from bitloot_core.values import (
     WebhookOutcome,
 )
 
-SIGNATURE_HEADER: Final = "x-nowpayments-sig"
 MAX_ITEMS: Final = 10
 MAX_QUANTITY: Final = 9
 MAX_EMAIL_LENGTH: Final = 254
@@ -147,10 +148,20 @@ class OpenedPaymentResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class IpnResult:
-    """What the webhook endpoint answers; ``status_code`` is the HTTP status."""
+class ProviderSetup:
+    """A payment provider the shop takes payments with, and the gateway that reaches it."""
 
-    status_code: int
+    provider: PaymentProvider
+    gateway: PaymentGateway
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IpnResult:
+    """What became of one webhook. ``code`` says why one was rejected:
+    ``bad_signature``, ``malformed_webhook``, ``unbound_webhook``, ``unknown_provider``, or
+    the error code of a failed re-read of the payment (``provider_unavailable``, ...).
+    """
+
     outcome: WebhookOutcome
     reason: str
     code: str = "ok"
@@ -194,7 +205,7 @@ class Checkout:
         self,
         *,
         store: Store,
-        gateway: PaymentGateway,
+        gateway: PaymentGateway | None = None,
         supplier: KeySupplier,
         vault: KeyVault,
         mailer: Mailer,
@@ -203,9 +214,24 @@ class Checkout:
         new_id: Callable[[], str],
         random: Callable[[], float] = lambda: 1.0,
         observer: Observer | None = None,
+        providers: Sequence[ProviderSetup] = (),
     ) -> None:
+        """``gateway`` alone is NOWPayments' (with ``config.ipn_secret``); ``providers``
+        lists every provider the shop runs side by side, the first being the default.
+        """
+        setups = list(providers)
+        if gateway is not None:
+            setups.insert(
+                0,
+                ProviderSetup(provider=NowPayments(ipn_secret=config.ipn_secret), gateway=gateway),
+            )
+        if not setups:
+            raise ValueError("a Checkout needs a payment provider: pass gateway or providers")
+        self._providers = {setup.provider.name: setup for setup in setups}
+        if len(self._providers) != len(setups):
+            raise ValueError("two payment providers share a name")
+        self._default_provider = setups[0].provider.name
         self._store = store
-        self._gateway = gateway
         self._supplier = supplier
         self._vault = vault
         self._mailer = mailer
@@ -383,8 +409,21 @@ class Checkout:
 
     # --- payment --------------------------------------------------------------------------
 
-    def open_payment(self, order_id: str, access_token: str | None) -> OpenedPaymentResult:
-        """Open the order's payment with the provider (the widget); again returns the same."""
+    @property
+    def provider_names(self) -> tuple[str, ...]:
+        """The configured payment providers, the default first."""
+        return tuple(self._providers)
+
+    def open_payment(
+        self, order_id: str, access_token: str | None, provider: str | None = None
+    ) -> OpenedPaymentResult:
+        """Open the order's payment with ``provider`` (default: the first configured).
+
+        Asking again returns the payment already opened, whichever provider holds it.
+        """
+        setup = self._providers.get(provider or self._default_provider)
+        if setup is None:
+            raise InvalidInput(f"no payment provider {provider!r}", code="unknown_provider")
         with self._store.transaction() as tx:
             order = self._authorised_order(tx, order_id, access_token)
             existing = self._payment_of(tx, order)
@@ -392,12 +431,13 @@ class Checkout:
                 return OpenedPaymentResult(payment=existing, created=False)
         if order.status is not OrderStatus.CREATED:
             raise InvalidState(f"an order in status {order.status} cannot open a payment")
-        opened = self._gateway.create_payment(
+        name = setup.provider.name
+        opened = setup.gateway.create_payment(
             order_id=order.id,
             price_amount=str(order.total),
             price_currency=order.currency,
             pay_currency=self._config.pay_currency,
-            ipn_callback_url=f"{self._config.public_url.rstrip('/')}/webhooks/nowpayments",
+            ipn_callback_url=f"{self._config.public_url.rstrip('/')}/webhooks/{name}",
             description=f"{self._config.shop_name} order {order.id}",
         )
         now = self._clock.now()
@@ -406,6 +446,7 @@ class Checkout:
             order_id=order.id,
             status=PaymentStatus.WAITING,
             provider_status=opened.provider_status,
+            provider=name,
             price_amount=opened.price_amount,
             price_currency=opened.price_currency.lower(),
             pay_amount=opened.pay_amount,
@@ -435,31 +476,47 @@ class Checkout:
     # --- IPN ------------------------------------------------------------------------------
 
     def handle_ipn(self, raw_body: bytes, headers: Mapping[str, str]) -> IpnResult:
-        """Verify, parse, bind, dedupe and apply one IPN. Always logged; never raises."""
-        signature = _header(headers, SIGNATURE_HEADER)
+        """A NOWPayments IPN: ``handle_webhook("nowpayments", ...)``."""
+        return self.handle_webhook("nowpayments", raw_body, headers)
+
+    def handle_webhook(
+        self, provider: str, raw_body: bytes, headers: Mapping[str, str]
+    ) -> IpnResult:
+        """Verify, parse, bind, dedupe and apply one webhook. Always logged; never raises."""
         now = self._clock.now()
         body_hash = _sha256(raw_body)
-        if not ipn.verify_ipn_signature(raw_body, signature, self._config.ipn_secret):
+        setup = self._providers.get(provider)
+        if setup is None:
+            reason = f"no payment provider {provider[:40]!r}"
             return self._reject(
-                now,
-                body_hash,
-                signature_valid=False,
-                status=401,
-                code="bad_signature",
-                reason="bad signature",
+                now, body_hash, signature_valid=False, code="unknown_provider", reason=reason
             )
         try:
-            parsed = ipn.parse_ipn(raw_body)
+            notice = setup.provider.read_webhook(raw_body, headers)
+        except BadSignature as exc:
+            return self._reject(
+                now, body_hash, signature_valid=False, code=exc.code, reason=exc.message
+            )
         except MalformedWebhook as exc:
             return self._reject(
-                now,
-                body_hash,
-                signature_valid=True,
-                status=400,
-                code=exc.code,
-                reason=exc.message,
+                now, body_hash, signature_valid=True, code=exc.code, reason=exc.message
             )
-        return self._apply_ipn(parsed, body_hash=body_hash, now=now, source="ipn")
+        update = notice.update
+        if update is None:
+            # The webhook only says that something happened: ask the provider what.
+            try:
+                update = setup.gateway.get_payment(notice.payment_id)
+            except BitlootError as exc:
+                self._observer.observe(
+                    "reread_failed", payment_id=notice.payment_id, error=exc.code
+                )
+                reason = f"could not re-read payment {notice.payment_id}: {exc.message}"
+                return self._reject(
+                    now, body_hash, signature_valid=True, code=exc.code, reason=reason
+                )
+        return self._apply_update(
+            update, dedupe=notice.dedupe_key, body_hash=body_hash, now=now, source="ipn"
+        )
 
     def _reject(
         self,
@@ -467,7 +524,6 @@ class Checkout:
         body_hash: str,
         *,
         signature_valid: bool,
-        status: int,
         code: str,
         reason: str,
     ) -> IpnResult:
@@ -482,22 +538,23 @@ class Checkout:
                 )
             )
         self._observer.observe("ipn", outcome="rejected", reason=code)
-        return IpnResult(
-            status_code=status, outcome=WebhookOutcome.REJECTED, reason=reason, code=code
-        )
+        return IpnResult(outcome=WebhookOutcome.REJECTED, reason=reason, code=code)
 
-    def _apply_ipn(self, event: Ipn, *, body_hash: str, now: datetime, source: str) -> IpnResult:
+    def _apply_update(
+        self, update: PaymentUpdate, *, dedupe: str, body_hash: str, now: datetime, source: str
+    ) -> IpnResult:
         for _ in range(_CAS_RETRIES):
             try:
-                return self._apply_ipn_once(event, body_hash=body_hash, now=now, source=source)
+                return self._apply_update_once(
+                    update, dedupe=dedupe, body_hash=body_hash, now=now, source=source
+                )
             except ConcurrentUpdate:
                 continue
         raise ConcurrentUpdate("the order kept changing under this IPN")  # pragma: no cover
 
-    def _apply_ipn_once(
-        self, event: Ipn, *, body_hash: str, now: datetime, source: str
+    def _apply_update_once(
+        self, event: PaymentUpdate, *, dedupe: str, body_hash: str, now: datetime, source: str
     ) -> IpnResult:
-        dedupe = ipn.dedupe_key(event)
         with self._store.transaction() as tx:
             order, payment, problem = self._bound_order(tx, event)
             if problem is not None or order is None or payment is None:
@@ -505,7 +562,6 @@ class Checkout:
                 subject = payment.order_id if payment is not None else None
                 self._audit(tx, subject, "ipn_refused", f"payment {event.payment_id}: {problem}")
                 result = IpnResult(
-                    status_code=400,
                     outcome=WebhookOutcome.REJECTED,
                     reason=f"IPN is not bound to an order of ours: {problem}",
                     code="unbound_webhook",
@@ -513,7 +569,6 @@ class Checkout:
                 )
             elif not tx.claim_ipn(dedupe, now):
                 result = IpnResult(
-                    status_code=200,
                     outcome=WebhookOutcome.DUPLICATE,
                     reason="duplicate IPN: acknowledged, not applied",
                     order_id=order.id,
@@ -529,7 +584,7 @@ class Checkout:
                     reason=f"{source}: {result.reason}",
                     payment_id=event.payment_id,
                     order_id=result.order_id,
-                    provider_status=event.payment_status,
+                    provider_status=event.provider_status,
                     dedupe_key=dedupe,
                 )
             )
@@ -539,7 +594,9 @@ class Checkout:
         return result
 
     @staticmethod
-    def _bound_order(tx: StoreTx, event: Ipn) -> tuple[Order | None, Payment | None, str | None]:
+    def _bound_order(
+        tx: StoreTx, event: PaymentUpdate
+    ) -> tuple[Order | None, Payment | None, str | None]:
         """The order and payment this IPN is about, and why it is not bound (None: bound)."""
         payment = tx.get_payment(event.payment_id)
         if payment is None and event.parent_payment_id is not None:
@@ -549,19 +606,12 @@ class Checkout:
         order = tx.get_order(payment.order_id)
         if order is None:  # pragma: no cover - payments are only stored with their order
             return None, payment, "the payment's order is missing"
-        problem = ipn.binding_problem(
-            event,
-            order_id=order.id,
-            payment_id=order.payment_id,
-            price_amount=order.total,
-            price_currency=order.currency,
-        )
-        return order, payment, problem
+        return order, payment, binding_problem(event, order=order, payment=payment)
 
     def _decide_and_store(
-        self, tx: StoreTx, event: Ipn, order: Order, payment: Payment, *, now: datetime
+        self, tx: StoreTx, event: PaymentUpdate, order: Order, payment: Payment, *, now: datetime
     ) -> IpnResult:
-        decision = decide_ipn(
+        decision = decide_payment(
             order,
             payment,
             event,
@@ -575,35 +625,41 @@ class Checkout:
                 tx.update_order(decision.order)
             self._enqueue(tx, order.id, decision.effects, now)
         self._audit(tx, order.id, f"ipn_{outcome}", decision.reason)
-        return IpnResult(
-            status_code=200, outcome=outcome, reason=decision.reason, order_id=order.id
-        )
+        return IpnResult(outcome=outcome, reason=decision.reason, order_id=order.id)
 
     def reconcile(self) -> list[IpnResult]:
         """Ask the provider about open payments whose IPNs stopped, and apply the answers."""
         cutoff = self._clock.now() - self._config.reconcile_after
         with self._store.transaction() as tx:
             stale = [
-                o.payment_id
+                payment
                 for o in tx.list_orders(
                     statuses=frozenset({OrderStatus.WAITING, OrderStatus.CONFIRMING}), limit=500
                 )
-                if o.payment_id is not None and o.updated_at <= cutoff
+                if o.updated_at <= cutoff and (payment := self._payment_of(tx, o)) is not None
             ]
-        answers = (self._ask_provider(payment_id, source="reconcile") for payment_id in stale)
+        answers = (self._ask_provider(payment, source="reconcile") for payment in stale)
         return [result for result in answers if result is not None]
 
-    def _ask_provider(self, payment_id: str, *, source: str) -> IpnResult | None:
+    def _ask_provider(self, payment: Payment, *, source: str) -> IpnResult | None:
         """The provider's current word on a payment, applied like an IPN (None: no answer)."""
+        setup = self._providers.get(payment.provider)
         try:
-            raw = self._gateway.get_payment(payment_id)
-            event = ipn.parse_ipn(raw)
+            if setup is None:
+                raise InvalidState(f"payment provider {payment.provider!r} is not configured")
+            update = setup.gateway.get_payment(payment.id)
         except BitlootError as exc:
-            self._observer.observe(f"{source}_failed", payment_id=payment_id, error=exc.code)
+            self._observer.observe(f"{source}_failed", payment_id=payment.id, error=exc.code)
             return None
         # Each answer at its own time: a pass over many payments takes a while.
         now = self._clock.now()
-        return self._apply_ipn(event, body_hash=_sha256(raw), now=now, source=source)
+        return self._apply_update(
+            update,
+            dedupe=update.dedupe_key,
+            body_hash=_sha256(update.dedupe_key.encode()),
+            now=now,
+            source=source,
+        )
 
     # --- the outbox -----------------------------------------------------------------------
 
@@ -1031,12 +1087,16 @@ class Checkout:
         """
         cutoff = self._clock.now() - self._config.order_ttl
         with self._store.transaction() as tx:
-            candidates = tx.list_orders(statuses=rules.SWEEPABLE, created_before=cutoff, limit=1000)
+            candidates = [
+                (order, self._payment_of(tx, order))
+                for order in tx.list_orders(
+                    statuses=rules.SWEEPABLE, created_before=cutoff, limit=1000
+                )
+            ]
         confirmed = {
             order.id
-            for order in candidates
-            if order.payment_id is None
-            or self._ask_provider(order.payment_id, source="sweep") is not None
+            for order, payment in candidates
+            if payment is None or self._ask_provider(payment, source="sweep") is not None
         }
         now = self._clock.now()
         expired = []
@@ -1050,8 +1110,12 @@ class Checkout:
                 self._transition(tx, order.id, OrderEvent.SWEEP_EXPIRED, now)
                 payment = self._payment_of(tx, order)
                 if payment is not None:
-                    # The provider confirmed no money arrived: the payment has failed.
-                    tx.update_payment(replace(payment, status=PaymentStatus.FAILED, updated_at=now))
+                    # The provider confirmed no money arrived: the record follows its table.
+                    event = OrderEvent.SWEEP_EXPIRED
+                    status = chart.payment_status(
+                        payment.status, event, chart.apply(order.status, order.flags, event)
+                    )
+                    tx.update_payment(replace(payment, status=status, updated_at=now))
                 expired.append(order.id)
         if expired:
             self._observer.observe("swept", count=len(expired))
@@ -1171,13 +1235,6 @@ def _check_lines(items: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
     return list(merged.items())
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None
-
-
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -1196,5 +1253,6 @@ __all__ = [
     "OpenedPaymentResult",
     "OrderView",
     "ProductView",
+    "ProviderSetup",
     "RevealedKey",
 ]

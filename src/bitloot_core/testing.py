@@ -25,6 +25,8 @@ from bitloot_core.errors import (
     SupplierUnavailable,
 )
 from bitloot_core.ipn import canonical_json
+from bitloot_core.providers import PaymentUpdate
+from bitloot_core.providers.nowpayments import parse_payment
 from bitloot_core.tokens import mint_key_token
 from bitloot_core.values import (
     AuditEntry,
@@ -311,7 +313,12 @@ class SequentialIds:
 
 
 class FakeGateway:
-    """A payment gateway that opens payments in memory and remembers their JSON."""
+    """A NOWPayments gateway that opens payments in memory and remembers their JSON.
+
+    ``payments`` holds each payment's JSON as the provider would answer it; a test sets
+    it to what the provider should say next. ``get_payment`` parses it with the
+    NOWPayments provider's own parser, as the real client does.
+    """
 
     def __init__(self, *, rate: Decimal = Decimal("0.00002"), pay_currency: str = "btc") -> None:
         self.rate = rate
@@ -366,11 +373,11 @@ class FakeGateway:
         ).encode()
         return opened
 
-    def get_payment(self, payment_id: str) -> bytes:
-        """The payment's JSON as the provider would answer ``GET /payment/{id}``."""
+    def get_payment(self, payment_id: str) -> PaymentUpdate:
+        """The payment as the provider would answer ``GET /payment/{id}``."""
         if payment_id not in self.payments:
             raise ProviderError(f"payment {payment_id} not found", status=404)
-        return self.payments[payment_id]
+        return parse_payment(self.payments[payment_id])
 
 
 class FakeSupplier:

@@ -1,4 +1,4 @@
-"""Frozen values: orders, items, payments, IPNs, jobs, audit entries.
+"""Frozen values: orders, items, payments, jobs, audit entries.
 
 Values are validated on construction and changed with ``dataclasses.replace``, never by
 mutation. Money is ``Decimal``; time is an aware UTC ``datetime``. Don't subclass these.
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from bitloot_core.chart import Flag, OrderStatus, PaymentStatus
+from bitloot_core.chart import Flag, JobKind, OrderStatus, PaymentStatus
 
 
 def require_utc(name: str, value: datetime) -> None:
@@ -118,6 +118,8 @@ class Payment:
     order_id: str
     status: PaymentStatus
     provider_status: str
+    # The payment provider's name (``PaymentProvider.name``) that holds this payment.
+    provider: str = "nowpayments"
     price_amount: Decimal
     price_currency: str
     pay_amount: Decimal
@@ -137,24 +139,28 @@ class Payment:
         require_utc("updated_at", self.updated_at)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Ipn:
-    """A parsed NOWPayments IPN body; amounts exactly as the JSON text wrote them."""
-
-    payment_id: str
-    payment_status: str
-    order_id: str | None = None
-    parent_payment_id: str | None = None
-    price_amount: Decimal | None = None
-    price_currency: str | None = None
-    pay_amount: Decimal | None = None
-    pay_currency: str | None = None
-    pay_address: str | None = None
-    actually_paid: Decimal = Decimal(0)
-    outcome_amount: Decimal | None = None
-    outcome_currency: str | None = None
-    purchase_id: str | None = None
-    updated_at: datetime | None = None
+__all__ = [
+    "AuditEntry",
+    "DeliveredKey",
+    "EmailRecord",
+    "IdempotencyRecord",
+    "Job",
+    "JobKind",
+    "JobState",
+    "OpenedPayment",
+    "Order",
+    "OrderItem",
+    "OutgoingEmail",
+    "Payment",
+    "Product",
+    "ProductSource",
+    "Reveal",
+    "SuppliedKey",
+    "WebhookLogEntry",
+    "WebhookOutcome",
+    "require_money",
+    "require_utc",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,11 +187,6 @@ class SuppliedKey:
     # The supplier's text as sent, when ``secret`` was decoded from it (an image key's
     # base64): kept so a key is never lost to a decoding the supplier did not document.
     raw: str | None = field(default=None, repr=False)
-
-
-class JobKind(enum.StrEnum):
-    FULFILL = "fulfill"
-    COMPLETION_EMAIL = "completion_email"
 
 
 class JobState(enum.StrEnum):

@@ -18,7 +18,9 @@ from bitloot_adapters.sandbox import (
     SandboxResponse,
     SandboxServer,
 )
+from bitloot_core.chart import PaymentKind
 from bitloot_core.errors import InvalidInput, ProviderError, ProviderUnavailable
+from bitloot_core.providers.nowpayments import parse_payment
 from bitloot_core.testing import SettableClock
 
 API_KEY = "np-live-0123456789abcdef"
@@ -84,14 +86,15 @@ def test_create_then_get_payment_round_trip_keeps_exact_amounts(client, sandbox,
     assert opened.pay_address.startswith("bc1q")
     assert opened.valid_until == clock.now() + timedelta(minutes=20)
 
-    raw = client.get_payment(opened.payment_id)
-    body = json.loads(raw, parse_float=Decimal)
-    assert body["payment_id"] == 5800000001
-    assert body["payment_status"] == "waiting"
-    assert body["order_id"] == "ord_1"
-    assert body["price_amount"] == Decimal("19.99")
-    assert body["pay_amount"] == opened.pay_amount
-    assert raw == sandbox.ipn_body(opened.payment_id)
+    update = client.get_payment(opened.payment_id)
+    assert update.provider == "nowpayments"
+    assert update.payment_id == "5800000001"
+    assert update.provider_status == "waiting"
+    assert update.kind is PaymentKind.WAITING
+    assert update.order_id == "ord_1"
+    assert update.price_amount == Decimal("19.99")
+    assert update.pay_amount == opened.pay_amount
+    assert update == parse_payment(sandbox.ipn_body(opened.payment_id))
 
 
 @pytest.mark.parametrize(

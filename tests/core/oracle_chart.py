@@ -1,10 +1,12 @@
 """The order chart written a second time, by hand, with python-statemachine.
 
 An independent oracle: tests check that it and ``bitloot_core.chart`` agree on every
-(status, event), and the decision benchmark compares their speed.
+(status, flags, event), flags included, and the decision benchmark compares their speed.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from statemachine import State, StateMachine
 
@@ -22,9 +24,10 @@ class OracleChart(StateMachine):
     underpaid = State()
 
     payment_opened = created.to(waiting)
-    ipn_waiting = created.to(waiting)
-    ipn_confirming = created.to(confirming) | waiting.to(confirming) | confirming.to.itself()
-    ipn_paid_in_full = (
+    payment_waiting = created.to(waiting)
+    payment_confirming = created.to(confirming) | waiting.to(confirming) | confirming.to.itself()
+    payment_confirmed = created.to(confirming) | waiting.to(confirming) | confirming.to.itself()
+    payment_paid_in_full = (
         created.to(paid)
         | waiting.to(paid)
         | confirming.to(paid)
@@ -32,14 +35,71 @@ class OracleChart(StateMachine):
         | failed.to.itself()
         | underpaid.to.itself()
     )
-    ipn_paid_short = created.to(underpaid) | waiting.to(underpaid) | confirming.to(underpaid)
-    ipn_expired = created.to(expired) | waiting.to(expired) | confirming.to(expired)
-    ipn_failed = created.to(failed) | waiting.to(failed) | confirming.to(failed)
+    payment_overpaid = (
+        created.to(paid)
+        | waiting.to(paid)
+        | confirming.to(paid)
+        | expired.to.itself()
+        | failed.to.itself()
+        | underpaid.to.itself()
+    )
+    payment_paid_short = created.to(underpaid) | waiting.to(underpaid) | confirming.to(underpaid)
+    payment_expired = created.to(expired) | waiting.to(expired) | confirming.to(expired)
+    payment_failed = created.to(failed) | waiting.to(failed) | confirming.to(failed)
     sweep_expired = created.to(expired) | waiting.to(expired)
     fulfillment_done = paid.to(fulfilled)
     fulfillment_exhausted = paid.to.itself()
     admin_retry_fulfillment = paid.to.itself()
     email_exhausted = fulfilled.to.itself()
-    admin_resend_email = fulfilled.to.itself()
-    admin_fulfill = underpaid.to(paid) | expired.to(paid) | failed.to(paid)
-    admin_refund = underpaid.to(failed) | expired.to(failed) | failed.to.itself()
+    admin_resend_email = fulfilled.to.itself(cond="email_failed")
+    admin_fulfill = (
+        underpaid.to(paid) | expired.to(paid, cond="paid_late") | failed.to(paid, cond="paid_late")
+    )
+    admin_refund = (
+        underpaid.to(failed)
+        | expired.to(failed, cond="paid_late")
+        | failed.to.itself(cond="paid_late")
+    )
+
+    def __init__(self, *args: Any, flags: frozenset[str] = frozenset(), **kwargs: Any) -> None:
+        self.flags = set(flags)
+        super().__init__(*args, **kwargs)
+
+    # Guards.
+    def paid_late(self) -> bool:
+        return "paid_late" in self.flags
+
+    def email_failed(self) -> bool:
+        return "email_failed" in self.flags
+
+    # Flags, raised and cleared by event.
+    def on_payment_paid_in_full(self, source: State, target: State) -> None:
+        if source == target:  # held: the money came too late
+            self.flags.add("paid_late")
+
+    def on_payment_overpaid(self, source: State, target: State) -> None:
+        self.on_payment_paid_in_full(source, target)
+        self.flags.add("overpaid")
+
+    def on_fulfillment_done(self) -> None:
+        self.flags.discard("fulfillment_failed")
+
+    def on_fulfillment_exhausted(self) -> None:
+        self.flags.add("fulfillment_failed")
+
+    def on_admin_retry_fulfillment(self) -> None:
+        self.flags.discard("fulfillment_failed")
+
+    def on_email_exhausted(self) -> None:
+        self.flags.add("email_failed")
+
+    def on_admin_resend_email(self) -> None:
+        self.flags.discard("email_failed")
+
+    def on_admin_fulfill(self) -> None:
+        self.flags.add("marked")
+        self.flags.discard("paid_late")
+
+    def on_admin_refund(self) -> None:
+        self.flags |= {"marked", "refunded"}
+        self.flags.discard("paid_late")

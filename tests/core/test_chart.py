@@ -15,17 +15,21 @@ from bitloot_core.chart import (
     ADMIN_EVENTS,
     AUTOMATIC_EVENTS,
     INITIAL,
-    NOWPAYMENTS_STATUS,
+    JOBS,
+    PAYMENT_TRANSITIONS,
     PROGRESS,
     TERMINAL,
     TRANSITIONS,
+    AmountOutcome,
     Effect,
     Flag,
-    IpnKind,
+    JobKind,
     OrderEvent,
     OrderStatus,
+    PaymentKind,
     PaymentStatus,
 )
+from bitloot_core.providers.nowpayments import STATUSES
 
 S = OrderStatus
 E = OrderEvent
@@ -36,22 +40,37 @@ def rank(status: OrderStatus) -> int:
     return PROGRESS.get(status, PROGRESS[BRANCH.get(status, S.CREATED)])
 
 
-def oracle(status: OrderStatus, event: OrderEvent) -> OrderStatus | None:
-    machine = OracleChart(start_value=status.value)
+def oracle(
+    status: OrderStatus, flags: frozenset[Flag], event: OrderEvent
+) -> tuple[OrderStatus, frozenset[Flag]] | None:
+    machine = OracleChart(start_value=status.value, flags=frozenset(flags))
     try:
         machine.send(event.value)
     except TransitionNotAllowed:
         return None
-    return OrderStatus(machine.current_state_value)
+    return OrderStatus(machine.current_state_value), frozenset(Flag(f) for f in machine.flags)
+
+
+# Every flag set a guard or a flag rule looks at.
+FLAG_SETS = [
+    frozenset(),
+    frozenset({Flag.PAID_LATE}),
+    frozenset({Flag.EMAIL_FAILED}),
+    frozenset({Flag.FULFILLMENT_FAILED}),
+    frozenset({Flag.PAID_LATE, Flag.OVERPAID}),
+]
 
 
 @pytest.mark.parametrize("status", list(S))
 @pytest.mark.parametrize("event", list(E))
-def test_oracle_agrees_on_every_pair(status: OrderStatus, event: OrderEvent) -> None:
-    result = chart.apply(status, frozenset(), event)
-    expected = oracle(status, event)
+@pytest.mark.parametrize("flags", FLAG_SETS, ids=lambda f: "+".join(sorted(f)) or "none")
+def test_oracle_agrees_on_every_pair(
+    status: OrderStatus, event: OrderEvent, flags: frozenset[Flag]
+) -> None:
+    result = chart.apply(status, flags, event)
+    expected = oracle(status, flags, event)
     assert result.applied == (expected is not None)
-    assert result.status == (expected if expected is not None else status)
+    assert (result.status, result.flags) == (expected or (status, flags))
 
 
 @given(st.sampled_from(list(S)), st.lists(st.sampled_from(list(E)), max_size=30))
@@ -67,6 +86,7 @@ def test_oracle_agrees_on_event_sequences(start: OrderStatus, events: list[Order
             assert not result.applied
         status, flags = result.status, result.flags
         assert machine.current_state_value == status.value
+        assert machine.flags == {str(flag) for flag in flags}
 
 
 def test_one_initial_status() -> None:
@@ -125,31 +145,31 @@ def test_admin_events_only_leave_terminal_or_paid_statuses() -> None:
 
 
 def test_unknown_pair_is_ignored_not_raised() -> None:
-    result = chart.apply(S.FULFILLED, frozenset({Flag.OVERPAID}), E.IPN_FAILED)
+    result = chart.apply(S.FULFILLED, frozenset({Flag.OVERPAID}), E.PAYMENT_FAILED)
     assert not result.applied
     assert result.status is S.FULFILLED
     assert result.flags == {Flag.OVERPAID}
     assert result.effects == ()
     assert "terminal" in result.reason
-    result = chart.apply(S.PAID, frozenset(), E.IPN_WAITING)
+    result = chart.apply(S.PAID, frozenset(), E.PAYMENT_WAITING)
     assert not result.applied
     assert "not in the chart" in result.reason
 
 
 def test_entering_paid_enqueues_fulfillment_and_fulfilled_the_email() -> None:
-    assert chart.apply(S.CONFIRMING, frozenset(), E.IPN_PAID_IN_FULL).effects == (
+    assert chart.apply(S.CONFIRMING, frozenset(), E.PAYMENT_PAID_IN_FULL).effects == (
         Effect.ENQUEUE_FULFILLMENT,
     )
     assert chart.apply(S.PAID, frozenset(), E.FULFILLMENT_DONE).effects == (
         Effect.ENQUEUE_COMPLETION_EMAIL,
     )
     # A self-loop enters nothing.
-    assert chart.apply(S.CONFIRMING, frozenset(), E.IPN_CONFIRMING).effects == ()
+    assert chart.apply(S.CONFIRMING, frozenset(), E.PAYMENT_CONFIRMING).effects == ()
 
 
 def test_late_payment_is_held_with_a_flag() -> None:
     for status in (S.EXPIRED, S.FAILED, S.UNDERPAID):
-        result = chart.apply(status, frozenset(), E.IPN_PAID_IN_FULL)
+        result = chart.apply(status, frozenset(), E.PAYMENT_PAID_IN_FULL)
         assert result.status is status
         assert Flag.PAID_LATE in result.flags
         assert result.effects == ()
@@ -177,43 +197,87 @@ def test_admin_resolutions() -> None:
 
 def test_mapping_is_the_seed_table() -> None:
     seed = {
-        "waiting": (IpnKind.WAITING, PaymentStatus.WAITING),
-        "confirming": (IpnKind.CONFIRMING, PaymentStatus.WAITING),
-        "sending": (IpnKind.CONFIRMING, PaymentStatus.WAITING),
-        "confirmed": (IpnKind.CONFIRMING, PaymentStatus.CONFIRMED),
-        "finished": (IpnKind.FINISHED, PaymentStatus.FINISHED),
-        "partially_paid": (IpnKind.PARTIAL, PaymentStatus.UNDERPAID),
-        "underpaid": (IpnKind.PARTIAL, PaymentStatus.UNDERPAID),
-        "expired": (IpnKind.EXPIRED, PaymentStatus.FAILED),
-        "refunded": (IpnKind.FAILED, PaymentStatus.FAILED),
-        "failed": (IpnKind.FAILED, PaymentStatus.FAILED),
+        "waiting": PaymentKind.WAITING,
+        "confirming": PaymentKind.CONFIRMING,
+        "sending": PaymentKind.CONFIRMING,
+        "confirmed": PaymentKind.CONFIRMED,
+        "finished": PaymentKind.PAID,
+        "partially_paid": PaymentKind.PAID,
+        "underpaid": PaymentKind.PAID,
+        "expired": PaymentKind.EXPIRED,
+        "refunded": PaymentKind.FAILED,
+        "failed": PaymentKind.FAILED,
     }
-    assert {k: (v.kind, v.payment_status) for k, v in NOWPAYMENTS_STATUS.items()} == seed
-    assert chart.provider_status("wrong_status") is None
-    assert chart.provider_status("FINISHED") is None, "provider statuses are exact"
+    assert {k: v.kind for k, v in STATUSES.items()} == seed
+    assert "FINISHED" not in STATUSES, "provider statuses are exact"
 
 
 @pytest.mark.parametrize(
-    ("kind", "full", "event"),
+    ("kind", "amount", "event"),
     [
-        (IpnKind.WAITING, True, E.IPN_WAITING),
-        (IpnKind.CONFIRMING, False, E.IPN_CONFIRMING),
-        (IpnKind.FINISHED, True, E.IPN_PAID_IN_FULL),
-        (IpnKind.FINISHED, False, E.IPN_PAID_SHORT),
-        (IpnKind.PARTIAL, True, E.IPN_PAID_IN_FULL),
-        (IpnKind.PARTIAL, False, E.IPN_PAID_SHORT),
-        (IpnKind.EXPIRED, False, E.IPN_EXPIRED),
-        (IpnKind.FAILED, False, E.IPN_FAILED),
+        (PaymentKind.WAITING, AmountOutcome.IN_FULL, E.PAYMENT_WAITING),
+        (PaymentKind.CONFIRMING, AmountOutcome.SHORT, E.PAYMENT_CONFIRMING),
+        (PaymentKind.CONFIRMED, AmountOutcome.SHORT, E.PAYMENT_CONFIRMED),
+        (PaymentKind.PAID, AmountOutcome.IN_FULL, E.PAYMENT_PAID_IN_FULL),
+        (PaymentKind.PAID, AmountOutcome.SHORT, E.PAYMENT_PAID_SHORT),
+        (PaymentKind.PAID, AmountOutcome.OVER, E.PAYMENT_OVERPAID),
+        (PaymentKind.EXPIRED, AmountOutcome.SHORT, E.PAYMENT_EXPIRED),
+        (PaymentKind.FAILED, AmountOutcome.SHORT, E.PAYMENT_FAILED),
     ],
 )
-def test_ipn_event(kind: IpnKind, full: bool, event: OrderEvent) -> None:
-    assert chart.ipn_event(kind, paid_in_full=full) is event
+def test_payment_event(kind: PaymentKind, amount: AmountOutcome, event: OrderEvent) -> None:
+    assert chart.payment_event(kind, amount) is event
 
 
-@given(st.sampled_from(list(PaymentStatus)), st.sampled_from(list(PaymentStatus)))
-def test_payment_record_only_moves_forward(current: PaymentStatus, proposed: PaymentStatus) -> None:
-    after = chart.advance_payment(current, proposed)
-    assert chart.PAYMENT_RANK[after] >= chart.PAYMENT_RANK[current]
-    if current in chart.PAYMENT_FINAL:
-        assert after is current
-    assert after in {current, proposed}
+def test_overpaid_flag_is_a_rule() -> None:
+    over = chart.apply(S.CONFIRMING, frozenset(), E.PAYMENT_OVERPAID)
+    assert (over.status, over.flags) == (S.PAID, {Flag.OVERPAID})
+    late = chart.apply(S.EXPIRED, frozenset(), E.PAYMENT_OVERPAID)
+    assert (late.status, late.flags) == (S.EXPIRED, {Flag.PAID_LATE, Flag.OVERPAID})
+    assert late.payment is PaymentStatus.FINISHED
+
+
+def test_admin_guards_are_table_entries() -> None:
+    # Only an order held for an admin can be resolved: an expired or failed order only
+    # once money arrived late, whatever entry point asks.
+    for status in (S.EXPIRED, S.FAILED):
+        for event in (E.ADMIN_FULFILL, E.ADMIN_REFUND):
+            refused = chart.apply(status, frozenset(), event)
+            assert not refused.applied
+            assert "needs paid_late" in refused.reason
+            assert chart.apply(status, frozenset({Flag.PAID_LATE}), event).applied
+    assert not chart.apply(S.FULFILLED, frozenset(), E.ADMIN_RESEND_EMAIL).applied
+    assert chart.apply(S.FULFILLED, frozenset({Flag.EMAIL_FAILED}), E.ADMIN_RESEND_EMAIL).applied
+
+
+def test_every_job_kind_has_its_rule() -> None:
+    assert set(JOBS) == set(JobKind)
+    assert {rule.enqueued_by for rule in JOBS.values()} == set(Effect)
+    assert JOBS[JobKind.FULFILL].exhausted is E.FULFILLMENT_EXHAUSTED
+    assert JOBS[JobKind.COMPLETION_EMAIL].exhausted is E.EMAIL_EXHAUSTED
+    assert chart.JOB_FOR_EFFECT[Effect.ENQUEUE_FULFILLMENT] is JobKind.FULFILL
+
+
+def test_payment_record_table_only_moves_forward() -> None:
+    for (current, _event), target in PAYMENT_TRANSITIONS.items():
+        assert current not in chart.PAYMENT_FINAL
+        assert chart.PAYMENT_RANK[target] > chart.PAYMENT_RANK[current]
+
+
+@given(
+    st.sampled_from(list(PaymentStatus)),
+    st.sampled_from(list(S)),
+    st.sampled_from(sorted(chart.PAYMENT_EVENTS | {E.SWEEP_EXPIRED})),
+)
+def test_payment_record_follows_its_table(
+    current: PaymentStatus, status: OrderStatus, event: OrderEvent
+) -> None:
+    transition = chart.apply(status, frozenset(), event)
+    after = chart.payment_status(current, event, transition)
+    if transition.applied and transition.payment is not None:
+        # Rule 6: the money arrived late, the record says so.
+        assert (status, after) in {(s, PaymentStatus.FINISHED) for s in chart.TERMINAL}
+    else:
+        assert chart.PAYMENT_RANK[after] >= chart.PAYMENT_RANK[current]
+        if current in chart.PAYMENT_FINAL:
+            assert after is current

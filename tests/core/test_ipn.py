@@ -22,17 +22,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bitloot_core import ipn as ipn_module
+from bitloot_core.chart import PaymentStatus
 from bitloot_core.errors import MalformedWebhook
 from bitloot_core.ipn import (
     MAX_IPN_BYTES,
     MAX_IPN_DEPTH,
-    binding_problem,
+    Ipn,
     canonical_json,
     dedupe_key,
     parse_ipn,
     verify_ipn_signature,
 )
-from bitloot_core.values import Ipn
+from bitloot_core.payments import binding_problem as neutral_binding_problem
+from bitloot_core.providers.nowpayments import update_of
+from bitloot_core.values import Order, OrderItem, Payment, ProductSource
 
 VECTORS = Path(__file__).parent.parent / "vectors"
 IPN_VECTORS = json.loads((VECTORS / "ipn_vectors.json").read_text("utf-8"))["vectors"]
@@ -649,6 +652,54 @@ def test_dedupe_keys_are_equal_exactly_when_the_triples_are(a, b):
 
 # --- binding to the order ------------------------------------------------------------
 
+
+def binding_problem(
+    event: Ipn,
+    *,
+    order_id: str,
+    payment_id: str | None,
+    price_amount: Decimal,
+    price_currency: str,
+    provider: str = "nowpayments",
+) -> str | None:
+    """The provider-neutral binding check, for an order and payment described by fields."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    order = Order(
+        id=order_id,
+        email="e@example.com",
+        currency=price_currency,
+        items=(
+            OrderItem(
+                id="i",
+                product_id="p",
+                name="P",
+                quantity=1,
+                unit_price=price_amount,
+                source=ProductSource.CUSTOM,
+            ),
+        ),
+        created_at=at,
+        updated_at=at,
+        access_token_hash="h",
+        payment_id=payment_id,
+    )
+    payment = Payment(
+        id=payment_id or "none",
+        order_id=order_id,
+        status=PaymentStatus.WAITING,
+        provider_status="waiting",
+        provider=provider,
+        price_amount=price_amount,
+        price_currency=price_currency,
+        pay_amount=Decimal(1),
+        pay_currency="btc",
+        pay_address="a",
+        created_at=at,
+        updated_at=at,
+    )
+    return neutral_binding_problem(update_of(event), order=order, payment=payment)
+
+
 BOUND = {
     "order_id": "ord_7Q2mX9kLp4",
     "payment_id": "5800567260",
@@ -674,6 +725,7 @@ def test_a_repeated_deposit_is_bound_through_its_parent():
         ({"payment_id": "5800567999"}, "payment_id does not match"),
         ({"price_amount": Decimal("20.01")}, "price_amount does not match"),
         ({"price_currency": "eur"}, "price_currency does not match"),
+        ({"provider": "btcpay"}, "the payment is held by btcpay"),
     ],
 )
 def test_unbound_ipns_say_why(change, reason):

@@ -45,6 +45,7 @@ import structlog
 
 from bitloot_adapters import cli
 from bitloot_adapters.bootstrap import DEMO_PRODUCTS, NoMetrics, build_shop
+from bitloot_adapters.http_api.webhooks import webhook_status
 from bitloot_adapters.kinguin import KinguinClient
 from bitloot_adapters.logs import FanOut
 from bitloot_adapters.mailers import FileMailer
@@ -238,14 +239,14 @@ class ShopServer:
             self._answers.append(
                 IpnAnswer(
                     provider_status=provider_status,
-                    status_code=result.status_code,
+                    status_code=webhook_status(result),
                     result=result,
                     order_status=order_status,
                     payment_status=payment_status,
                 )
             )
         answer = {"outcome": str(result.outcome), "code": result.code}
-        return result.status_code, json.dumps(answer).encode()
+        return webhook_status(result), json.dumps(answer).encode()
 
     def open_key(self, token: str) -> tuple[int, bytes, str]:
         wiring = self._wired()
@@ -636,7 +637,7 @@ def apply_ipns(
             except Exception as exc:  # noqa: BLE001  the test reports every kind
                 answers.append((None, type(exc).__name__, str(exc)))
             else:
-                answers.append((result.status_code, str(result.outcome), result.code))
+                answers.append((webhook_status(result), str(result.outcome), result.code))
         ended = time.time()
     results.put((index, answers, (started, ended)))
 

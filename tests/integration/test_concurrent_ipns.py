@@ -31,10 +31,10 @@ from realkit import CATALOGUE, SENDER, apply_ipns, fake_checkout, ipn_body
 
 from bitloot_adapters.mailers import FileMailer
 from bitloot_adapters.sqlite_store import SqliteStore
-from bitloot_core import ipn
 from bitloot_core.chart import OrderStatus
-from bitloot_core.payments import decide_ipn
+from bitloot_core.payments import decide_payment
 from bitloot_core.ports import StoreTx
+from bitloot_core.providers.nowpayments import parse_payment
 from bitloot_core.service import Checkout
 from bitloot_core.testing import SettableClock
 from bitloot_core.values import Order, Payment, WebhookOutcome
@@ -69,10 +69,10 @@ def bodies_for(kind: str, payment: Payment) -> list[bytes]:
 def replay(order: Order, payment: Payment, bodies: list[bytes]) -> tuple[Order, Payment]:
     """What a single writer makes of ``bodies`` applied one after the other."""
     for body in bodies:
-        decision = decide_ipn(
+        decision = decide_payment(
             order,
             payment,
-            ipn.parse_ipn(body),
+            parse_payment(body),
             tolerance_percent=Decimal(0),
             now=datetime.now(UTC),
         )

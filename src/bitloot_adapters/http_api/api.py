@@ -57,11 +57,23 @@ class ShopApi:
                 return route, found.groupdict()
         return None
 
+    def known_path(self, path: str) -> bool:
+        """Whether ``path`` names a resource (another method on it is then a 405)."""
+        for route in self.routes:
+            found = route.pattern.match(path)
+            # /webhooks/{provider} is a resource only for a provider the shop runs.
+            if found and found.groupdict().get("provider", "") in (
+                "",
+                *self.checkout.provider_names,
+            ):
+                return True
+        return False
+
     def handle(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         matched = self.match(request.method, request.path)
         if matched is None:
-            known_path = any(r.pattern.match(request.path) for r in self.routes)
+            known_path = self.known_path(request.path)
             response = (
                 error_response(405, "method_not_allowed", "method not allowed")
                 if known_path

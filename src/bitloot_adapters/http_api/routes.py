@@ -61,8 +61,9 @@ ROUTES: Final[tuple[Route, ...]] = (
     Route("POST", "/api/orders/{order_id}/payment", customer.open_payment),
     Route("POST", "/api/orders/{order_id}/items/{item_id}/reveal", customer.reveal),
     Route("GET", "/keys/{signed}", customer.key),
-    Route("POST", "/webhooks/nowpayments", webhooks.webhook, too_large=webhooks.webhook_too_large),
     Route("POST", "/webhooks/kinguin", webhooks.kinguin_webhook),
+    # After Kinguin's: every other /webhooks/{name} is a payment provider's.
+    Route("POST", "/webhooks/{provider}", webhooks.webhook, too_large=webhooks.webhook_too_large),
     Route("GET", "/api/orders/{order_id}/events", customer.events),
     Route("GET", "/api/admin/orders", admin.admin_orders, ADMIN),
     Route("GET", "/api/admin/orders/{order_id}", admin.admin_order, ADMIN),

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from bitloot_adapters.http_api.shapes import (
     HttpRequest,
@@ -13,23 +13,39 @@ from bitloot_adapters.http_api.shapes import (
     json_response,
 )
 from bitloot_adapters.kinguin_webhook import receive_kinguin_webhook
+from bitloot_core.service import IpnResult
+from bitloot_core.values import WebhookOutcome
 
 if TYPE_CHECKING:
     from bitloot_adapters.http_api.api import ShopApi
 
 
+# Why a webhook was refused -> the status that tells the provider whether to send it again.
+_WEBHOOK_REFUSALS: Final = {
+    "bad_signature": HTTPStatus.UNAUTHORIZED,
+    "unknown_provider": HTTPStatus.NOT_FOUND,
+    "provider_unavailable": HTTPStatus.SERVICE_UNAVAILABLE,
+    "provider_error": HTTPStatus.BAD_GATEWAY,
+}
+
+
+def webhook_status(result: IpnResult) -> int:
+    """The HTTP status answering a payment webhook that came to ``result``."""
+    if result.outcome is WebhookOutcome.REJECTED:
+        return _WEBHOOK_REFUSALS.get(result.code, HTTPStatus.BAD_REQUEST)
+    return HTTPStatus.OK
+
+
 def webhook(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
-    del params
-    result = api.checkout.handle_ipn(request.body, request.headers)
-    if result.status_code >= HTTPStatus.BAD_REQUEST:
-        return error_response(result.status_code, result.code, result.reason)
+    result = api.checkout.handle_webhook(params["provider"], request.body, request.headers)
+    if result.outcome is WebhookOutcome.REJECTED:
+        return error_response(webhook_status(result), result.code, result.reason)
     return json_response(200, {"ok": True, "outcome": result.outcome, "reason": result.reason})
 
 
 def webhook_too_large(api: ShopApi, params: dict[str, str]) -> None:
-    """An IPN over the body limit is audited as a bad signature; its body is not kept."""
-    del params
-    api.checkout.handle_ipn(b"", {})
+    """A webhook over the body limit is audited as a bad signature; its body is not kept."""
+    api.checkout.handle_webhook(params["provider"], b"", {})
 
 
 def kinguin_webhook(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
