@@ -156,14 +156,18 @@ def create_app(shop: Shop, *, routes: Sequence[Route] = ROUTES) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def not_found(request: Request, exc: HTTPException) -> Response:
-        status = exc.status_code
-        if status == HTTPStatus.METHOD_NOT_ALLOWED and not api.known_path(request.url.path):
-            status = HTTPStatus.NOT_FOUND  # e.g. the webhook path of a provider not run here
-        code = "method_not_allowed" if status == HTTPStatus.METHOD_NOT_ALLOWED else "not_found"
-        detail = str(exc.detail).lower() if status == exc.status_code else "not found"
-        return _to_response(error_response(status, code, detail))
+        return _to_response(_refusal(api, request.url.path, exc))
 
     return app
+
+
+def _refusal(api: ShopApi, path: str, exc: HTTPException) -> HttpResponse:
+    status = exc.status_code
+    if status == HTTPStatus.METHOD_NOT_ALLOWED and not api.known_path(path):
+        status = HTTPStatus.NOT_FOUND  # e.g. the webhook path of a provider not run here
+    code = "method_not_allowed" if status == HTTPStatus.METHOD_NOT_ALLOWED else "not_found"
+    detail = str(exc.detail).lower() if status == exc.status_code else "not found"
+    return error_response(status, code, detail)
 
 
 def main(argv: list[str] | None = None) -> None:
