@@ -136,7 +136,7 @@ def test_fastapi_serves_openapi_and_docs(tmp_path: Path) -> None:
         "/api/orders/{order_id}/events": {"get"},
         "/api/orders/{order_id}/items/{item_id}/reveal": {"post"},
         "/keys/{signed}": {"get"},
-        "/webhooks/nowpayments": {"post"},
+        "/webhooks/{provider}": {"post"},
         "/healthz": {"get"},
         "/metrics": {"get"},
         "/api/admin/orders": {"get"},
