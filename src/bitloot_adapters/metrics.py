@@ -14,7 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from bitloot_core.chart import OrderStatus
+from bitloot_core.chart import JobKind, OrderStatus
 
 
 class _OrdersByStatus(Collector):
@@ -65,9 +65,9 @@ class ShopMetrics:
     def observe(self, event: str, /, **fields: object) -> None:
         if event == "ipn":
             self.ipns.labels(str(fields.get("outcome")), str(fields.get("reason"))).inc()
-        elif event == "job_started" and str(fields.get("job", "")).startswith("fulfill:"):
+        elif event == "job_started" and fields.get("kind") == JobKind.FULFILL:
             self.fulfillment_attempts.inc()
-        elif event == "job_failed" and str(fields.get("job", "")).startswith("fulfill:"):
+        elif event == "job_failed" and fields.get("kind") == JobKind.FULFILL:
             self.fulfillment_failures.labels(str(fields.get("outcome"))).inc()
         elif event == "email_sent":
             self.emails_sent.labels(str(fields.get("kind"))).inc()

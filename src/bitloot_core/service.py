@@ -667,11 +667,7 @@ class Checkout:
         self, tx: StoreTx, order_id: str, effects: Sequence[Effect], now: datetime
     ) -> None:
         for effect in effects:
-            kind = (
-                JobKind.FULFILL
-                if effect is Effect.ENQUEUE_FULFILLMENT
-                else JobKind.COMPLETION_EMAIL
-            )
+            kind = chart.JOB_FOR_EFFECT[effect]
             key = f"{kind}:{order_id}"
             job = Job(
                 key=key,
@@ -743,17 +739,17 @@ class Checkout:
 
     def _run_job(self, lease: _Lease, worker: str) -> JobRun:
         job = lease.job
-        schedule = (
-            self._config.fulfillment_retries
-            if job.kind is JobKind.FULFILL
-            else self._config.email_retries
+        rule = chart.JOBS[job.kind]
+        schedule: rules.RetrySchedule = getattr(self._config, rule.retries)
+        self._observer.observe(
+            "job_started", job=job.key, kind=str(job.kind), attempt=job.attempts, worker=worker
         )
-        self._observer.observe("job_started", job=job.key, attempt=job.attempts, worker=worker)
+        runners = {
+            JobKind.FULFILL: self._fulfil,
+            JobKind.COMPLETION_EMAIL: self._send_completion_email,
+        }
         try:
-            if job.kind is JobKind.FULFILL:
-                self._fulfil(lease)
-            else:
-                self._send_completion_email(lease)
+            runners[job.kind](lease)
         except _LeaseLost:
             return JobRun(key=job.key, outcome="lost_lease")
         except BitlootError as exc:
@@ -885,18 +881,18 @@ class Checkout:
                 tx.update_job(
                     replace(current, state=JobState.DEAD, lease_until=None, last_error=error)
                 )
-                exhausted = (
-                    OrderEvent.FULFILLMENT_EXHAUSTED
-                    if job.kind is JobKind.FULFILL
-                    else OrderEvent.EMAIL_EXHAUSTED
-                )
-                self._transition(tx, job.order_id, exhausted, now)
+                self._transition(tx, job.order_id, chart.JOBS[job.kind].exhausted, now)
                 outcome = "dead"
             self._audit(
                 tx, job.order_id, f"job_{outcome}", f"{job.key} attempt {job.attempts}: {error}"
             )
         self._observer.observe(
-            "job_failed", job=job.key, attempt=job.attempts, outcome=outcome, error=exc.code
+            "job_failed",
+            job=job.key,
+            kind=str(job.kind),
+            attempt=job.attempts,
+            outcome=outcome,
+            error=exc.code,
         )
         return JobRun(key=job.key, outcome=outcome, error=error)
 
@@ -1158,7 +1154,7 @@ class Checkout:
         now = self._clock.now()
         with self._store.transaction() as tx:
             order = self._order(tx, order_id)
-            if order.status is not OrderStatus.FULFILLED or Flag.EMAIL_FAILED not in order.flags:
+            if not chart.apply(order.status, order.flags, OrderEvent.ADMIN_RESEND_EMAIL).applied:
                 msg = "only a fulfilled order whose completion email failed can be resent"
                 raise InvalidState(msg)
             self._audit(tx, order_id, "admin_resend_email", "re-enqueued", actor=actor)
@@ -1174,9 +1170,8 @@ class Checkout:
         now = self._clock.now()
         with self._store.transaction() as tx:
             order = self._order(tx, order_id)
-            held = order.status is OrderStatus.UNDERPAID or Flag.PAID_LATE in order.flags
-            transition = chart.apply(order.status, order.flags, events[action])
-            if not held or not transition.applied:
+            # Only a held order (underpaid, or paid late): the chart's guards say which.
+            if not chart.apply(order.status, order.flags, events[action]).applied:
                 msg = f"only underpaid or paid-late orders can be resolved, not {order.status}"
                 raise InvalidState(msg)
             self._audit(tx, order_id, f"admin_{action}", note or "-", actor=actor)
