@@ -22,7 +22,6 @@ from bitloot_core.errors import (
     ProviderUnavailable,
     SupplierError,
     SupplierUnavailable,
-    UnboundWebhook,
 )
 from bitloot_core.ipn import parse_ipn, verify_ipn_signature
 from bitloot_core.service import Checkout, CheckoutConfig
@@ -55,7 +54,6 @@ __all__ = [
     "ProviderUnavailable",
     "SupplierError",
     "SupplierUnavailable",
-    "UnboundWebhook",
     "parse_ipn",
     "verify_ipn_signature",
 ]

@@ -5,14 +5,12 @@
     │   ├── InvalidInput              400 invalid_input (and subclasses' own codes)
     │   ├── NotFound                  404 not_found
     │   ├── Unauthorized              401 unauthorized
-    │   ├── Forbidden                 403 forbidden
     │   └── Conflict                  409 conflict
     │       ├── IdempotencyConflict   409 idempotency_conflict
     │       └── InvalidState          409 invalid_state
     ├── WebhookRejected               the provider's (or an attacker's) webhook is unusable
     │   ├── BadSignature              401 bad_signature
-    │   ├── MalformedWebhook          400 malformed_webhook
-    │   └── UnboundWebhook            400 unbound_webhook
+    │   └── MalformedWebhook          400 malformed_webhook
     ├── KeyUrlRejected                403 url_invalid / url_expired
     ├── ProviderError                 a payment provider call failed (502)
     │   └── ProviderUnavailable       retryable: timeouts, 5xx, 429
@@ -28,6 +26,9 @@
     │   └── StoreUnavailable          503 store_unavailable: the database is down or busy
     ├── PoolEmpty                     a custom product has no key left (not retryable)
     └── ConcurrentUpdate              a compare-and-set lost; the caller retries (409)
+
+A webhook about someone else's order is not an error: it is answered with the outcome
+``rejected`` and the code ``unbound_webhook`` (``IpnResult``).
 
 Every error carries ``code`` (a snake_case wire code), ``status_hint`` (the HTTP status a
 server should answer) and ``retryable`` (whether the worker should try again).
@@ -71,11 +72,6 @@ class Unauthorized(BadRequest):
     status_hint = 401
 
 
-class Forbidden(BadRequest):
-    code = "forbidden"
-    status_hint = 403
-
-
 class Conflict(BadRequest):
     code = "conflict"
     status_hint = 409
@@ -101,11 +97,6 @@ class BadSignature(WebhookRejected):
 
 class MalformedWebhook(WebhookRejected):
     code = "malformed_webhook"
-    status_hint = 400
-
-
-class UnboundWebhook(WebhookRejected):
-    code = "unbound_webhook"
     status_hint = 400
 
 
