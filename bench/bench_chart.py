@@ -41,7 +41,7 @@ def ours(status: OrderStatus, raw: str, full: bool) -> OrderStatus:
     row = STATUSES.get(raw)
     if row is None:
         return status
-    return chart.apply(status, NO_FLAGS, chart.payment_event(row.kind, _amount(full))).status
+    return chart.payment_transition(status, NO_FLAGS, row.kind, _amount(full))[1].status
 
 
 def baseline(status: OrderStatus, raw: str, full: bool) -> OrderStatus:

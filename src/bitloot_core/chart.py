@@ -377,3 +377,13 @@ def payment_status(
     if transition.applied and transition.payment is not None:
         return transition.payment
     return PAYMENT_TRANSITIONS.get((current, event), current)
+
+
+@functools.cache
+def payment_transition(
+    status: OrderStatus, flags: frozenset[Flag], kind: PaymentKind, amount: AmountOutcome
+) -> tuple[OrderEvent, Transition]:
+    """The event a payment update makes and where it moves the order, memoised like
+    ``apply``: the webhook hot path is one dictionary lookup."""
+    event = payment_event(kind, amount)
+    return event, apply(status, flags, event)

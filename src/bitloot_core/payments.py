@@ -63,8 +63,7 @@ def decide_payment(
             reason=f"unknown provider status {update.provider_status!r}: ignored",
         )
     amount = amount_outcome(update.actually_paid, payment.pay_amount, tolerance_percent)
-    event = chart.payment_event(update.kind, amount)
-    transition = chart.apply(order.status, order.flags, event)
+    event, transition = chart.payment_transition(order.status, order.flags, update.kind, amount)
     new_payment_status = chart.payment_status(payment.status, event, transition)
     payment_moved = new_payment_status != payment.status
     if not transition.applied and not payment_moved:
