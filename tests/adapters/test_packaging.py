@@ -30,7 +30,7 @@ EXTRAS_MODULES = (
     "botocore",
 )
 # Installed with a dependency of another name: the import name it gives.
-IMPORT_NAMES = {"pynacl": "nacl"}
+IMPORT_NAMES = {"pynacl": "nacl", "sqlite-utils": "sqlite_utils", "psycopg-pool": "psycopg_pool"}
 
 BLOCKER = f"""
 import sys
@@ -138,3 +138,27 @@ def test_every_base_dependency_is_imported_by_the_code() -> None:
     unused = [name for name in names if IMPORT_NAMES.get(name, name) not in imported]
     assert unused == []
     assert names, "the check read the dependencies"
+
+
+def _declared(requirements: list[str]) -> set[str]:
+    names = {req.split(">")[0].split("=")[0].split("[")[0].strip() for req in requirements}
+    return {IMPORT_NAMES.get(name, name) for name in names}
+
+
+def test_every_third_party_import_is_a_declared_dependency() -> None:
+    """A module the code imports is installed by the base package or by an extra.
+
+    Without this a dependency can be dropped from pyproject.toml while the code still
+    imports it, and only a clean install finds out.
+    """
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = _declared(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        declared |= _declared(extra)
+    declared |= set(EXTRAS_MODULES) | {"psycopg_pool"}
+    ours = {"bitloot_core", "bitloot_adapters"}
+    imported = {name.split(".")[0] for path in sorted(SRC.rglob("*.py")) for name in _imports(path)}
+    third_party = sorted(imported - set(sys.stdlib_module_names) - ours - {"__future__"})
+    undeclared = [name for name in third_party if name not in declared]
+    assert undeclared == []
+    assert "sqlite_utils" in third_party, "the check saw the store's imports"
