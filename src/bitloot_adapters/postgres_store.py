@@ -345,7 +345,12 @@ CREATE TABLE reveals (
 CREATE INDEX reveals_order ON reveals (order_id, seq);
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1_INITIAL,)
+# Payments carry the provider that holds them; every earlier one is NOWPayments'.
+_V2_PAYMENT_PROVIDER: Final = """
+ALTER TABLE payments ADD COLUMN provider text NOT NULL DEFAULT 'nowpayments';
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1_INITIAL, _V2_PAYMENT_PROVIDER)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

@@ -13,9 +13,15 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import psycopg
 import pytest
 
-from bitloot_adapters.postgres_store import SCHEMA_VERSION, PostgresStore, redact_url
+from bitloot_adapters.postgres_store import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    PostgresStore,
+    redact_url,
+)
 from bitloot_core.errors import ConcurrentUpdate, InvalidInput, StoreUnavailable
 from bitloot_core.values import Job, JobKind, JobState, Product, ProductSource
 from support.postgres import PgCluster, start_cluster
@@ -163,10 +169,32 @@ def test_processes_starting_together_migrate_exactly_once(pg_url: str) -> None:
     ]
     outputs = [p.communicate(timeout=60)[0].strip() for p in starts]
     assert [p.returncode for p in starts] == [0] * 6
-    assert sorted(outputs) == ["[1]", *["[]"] * 5]
+    assert sorted(outputs) == [str(list(range(1, SCHEMA_VERSION + 1))), *["[]"] * 5]
     with PostgresStore(pg_url, pool_size=1) as store:
         assert store.applied == []
         assert store.schema_version() == SCHEMA_VERSION
+
+
+def test_payments_of_a_version_1_database_are_nowpayments_after_migrating(pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE schema_version (version integer PRIMARY KEY,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute(MIGRATIONS[0].encode())
+        conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        conn.execute(
+            "INSERT INTO payments (id, order_id, status, provider_status, price_amount,"
+            " price_currency, pay_amount, pay_currency, pay_address, actually_paid,"
+            " created_at, updated_at, version) VALUES ('pay1', 'o1', 'waiting', 'waiting',"
+            " '10', 'EUR', '0.001', 'btc', 'addr', '0', now(), now(), 1)"
+        )
+    with PostgresStore(pg_url, pool_size=1) as store:
+        assert store.applied == list(range(2, SCHEMA_VERSION + 1))
+        with store.transaction() as tx:
+            payment = tx.get_payment("pay1")
+    assert payment is not None
+    assert payment.provider == "nowpayments"
 
 
 def test_a_database_newer_than_this_bitloot_is_refused(store: PostgresStore) -> None:
