@@ -11,7 +11,10 @@ store-less aliases exist only from BTCPay 2.4). Calls:
 - ``get_invoice``: ``GET .../invoices/{id}``, the source of truth for the status;
 - ``get_payment_methods``: ``GET .../invoices/{id}/payment-methods``, the address, the
   amount due in crypto and what was paid;
-- ``create_payment``: the three above as the shop opens a payment (``OpenedPayment``).
+- ``create_payment``: the three above as the shop opens a payment (``OpenedPayment``);
+- ``get_payment``: the invoice and its payment method read again, as the core's BTCPay
+  provider (``bitloot_core.providers.btcpay``) understands them: what every webhook,
+  the reconciler and the sweeper ask.
 
 Rules this module keeps:
 
@@ -40,6 +43,8 @@ import httpx
 
 from bitloot_adapters import transport
 from bitloot_core.errors import InvalidInput, ProviderError, ProviderUnavailable
+from bitloot_core.providers import PaymentUpdate
+from bitloot_core.providers.btcpay import Invoice, update_of
 from bitloot_core.values import OpenedPayment
 
 __all__ = [
@@ -260,6 +265,33 @@ class BtcPayClient:
             price_amount=invoice.amount,
             price_currency=invoice.currency.lower(),
             valid_until=invoice.expires_at,
+        )
+
+    def get_payment(self, payment_id: str) -> PaymentUpdate:
+        """The invoice's current state as the core's BTCPay provider reads it.
+
+        ``paid`` is what arrived through every method, in the configured method's
+        currency; ``confirmed`` is whether every payment that still counts is settled.
+        """
+        invoice = self.get_invoice(payment_id)
+        methods = self.get_payment_methods(payment_id)
+        method = next((m for m in methods if m.payment_method_id == self._method), None)
+        if method is None:
+            raise ProviderError(f"BTCPay did not offer {self._method} on invoice {payment_id}")
+        counted = [p for m in methods for p in m.payments if p.status != "Invalid"]
+        return update_of(
+            Invoice(
+                id=invoice.id,
+                status=invoice.status,
+                additional_status=invoice.additional_status,
+                amount=invoice.amount,
+                currency=invoice.currency,
+                paid=method.total_paid,
+                due=method.amount,
+                pay_currency=method.currency,
+                confirmed=all(p.status == "Settled" for p in counted),
+                order_id=invoice.order_id,
+            )
         )
 
     def payment_method_of(self, invoice_id: str) -> BtcPayPaymentMethod:

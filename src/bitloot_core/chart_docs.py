@@ -19,11 +19,12 @@ from bitloot_core.chart import (
     PaymentStatus,
     apply,
 )
-from bitloot_core.providers import ProviderStatus, nowpayments
+from bitloot_core.providers import ProviderStatus, btcpay, nowpayments
 
 # Every provider module in the core: (title, status table). Add yours here.
 PROVIDER_TABLES: tuple[tuple[str, Mapping[str, ProviderStatus]], ...] = (
     ("NOWPayments", nowpayments.STATUSES),
+    ("BTCPay Server", btcpay.STATUSES),
 )
 
 

@@ -13,6 +13,7 @@ import pytest
 from bitloot_adapters.btcpay import BtcPayClient, normalise_method
 from bitloot_adapters.sandbox import SandboxRequest, SandboxResponse, SandboxServer
 from bitloot_adapters.sandbox.btcpay import BtcPaySandbox
+from bitloot_core.chart import PaymentKind
 from bitloot_core.errors import InvalidInput, ProviderError, ProviderUnavailable
 from bitloot_core.testing import SettableClock
 
@@ -507,3 +508,67 @@ def test_a_method_not_yet_activated_is_a_provider_error(http):
         client = BtcPayClient(http, base_url=server.url, api_key=API_KEY, store_id=STORE)
         with pytest.raises(ProviderError, match="not activated"):
             client.payment_method_of("x")
+
+
+# --- get_payment: the invoice as the core's BTCPay provider reads it -------------------
+
+
+def test_get_payment_follows_the_invoice_through_its_life(client, sandbox):
+    opened = open_payment(client)
+    waiting = client.get_payment(opened.payment_id)
+    assert (waiting.provider, waiting.provider_status, waiting.kind) == (
+        "btcpay",
+        "New",
+        PaymentKind.WAITING,
+    )
+    assert (waiting.order_id, waiting.price_amount, waiting.price_currency) == (
+        "ord_1",
+        Decimal("19.99"),
+        "usd",
+    )
+    assert (waiting.pay_amount, waiting.pay_currency, waiting.actually_paid) == (
+        opened.pay_amount,
+        "btc",
+        Decimal(0),
+    )
+
+    sandbox.pay(opened.payment_id, confirm=False)
+    confirming = client.get_payment(opened.payment_id)
+    assert (confirming.provider_status, confirming.kind) == ("Processing", PaymentKind.CONFIRMING)
+    assert confirming.actually_paid == opened.pay_amount
+
+    sandbox.confirm(opened.payment_id)
+    paid = client.get_payment(opened.payment_id)
+    assert (paid.provider_status, paid.kind) == ("Settled", PaymentKind.PAID)
+    assert paid.dedupe_key != confirming.dedupe_key
+
+
+def test_a_late_payment_counts_only_once_confirmed(client, sandbox):
+    opened = open_payment(client)
+    sandbox.expire(opened.payment_id)
+    assert client.get_payment(opened.payment_id).kind is PaymentKind.EXPIRED
+
+    sandbox.pay(opened.payment_id, confirm=False)
+    unconfirmed = client.get_payment(opened.payment_id)
+    assert unconfirmed.provider_status == "Expired/PaidLate/unconfirmed"
+    assert unconfirmed.kind is PaymentKind.CONFIRMING
+
+    sandbox.confirm(opened.payment_id)
+    late = client.get_payment(opened.payment_id)
+    assert (late.provider_status, late.kind) == ("Expired/PaidLate", PaymentKind.PAID)
+
+
+def test_a_double_spent_payment_no_longer_counts(client, sandbox):
+    opened = open_payment(client)
+    sandbox.pay(opened.payment_id, confirm=False)
+    sandbox.double_spend(opened.payment_id)
+    update = client.get_payment(opened.payment_id)
+    assert (update.provider_status, update.kind) == ("New", PaymentKind.WAITING)
+    assert update.actually_paid == 0
+
+
+def test_get_payment_of_an_invoice_without_the_method_is_a_provider_error(make_client):
+    lightning = make_client(payment_method="BTC-LN")
+    invoice = lightning.create_invoice(order_id="ord_ln", amount="5", currency="USD")
+    with pytest.raises(ProviderError, match="did not offer BTC-CHAIN"):
+        make_client().get_payment(invoice.id)
