@@ -36,7 +36,8 @@ from bitloot_adapters.sandbox import (
     SandboxControls,
     SandboxServer,
 )
-from bitloot_adapters.settings import Settings
+from bitloot_adapters.sandbox.ids import first_payment_id, fresh_seed
+from bitloot_adapters.settings import ConfigError, Settings
 from bitloot_adapters.sqlite_store import SqliteStore
 from bitloot_adapters.vault_file import FileVault
 from bitloot_adapters.worker import Worker, WorkerThread
@@ -186,7 +187,12 @@ class Shop:
 def _mailer(settings: Settings) -> Mailer:
     if settings.smtp_url:
         return SmtpMailer.from_url(settings.smtp_url, sender=SENDER)
-    return FileMailer(settings.data_dir / "mail", sender=SENDER)
+    if settings.mail_dir is None and not settings.sandbox:
+        raise ConfigError(
+            "a live shop needs a mail server (smtp_url), or a mail_dir set on purpose: "
+            "otherwise completion emails reach no customer"
+        )
+    return FileMailer(settings.mail_dir or settings.data_dir / "mail", sender=SENDER)
 
 
 def _vault(settings: Settings) -> FileVault | S3Vault:
@@ -303,9 +309,12 @@ def build_shop(
             ipn_secret=settings.ipn_secret,
             http=http,
             clock=clock,
+            first_payment_id=first_payment_id(),
+            seed=fresh_seed(),
         )
         sandbox_supplier = KinguinSandbox(
             api_key=settings.kinguin_api_key,
+            seed=fresh_seed(),
             key_delay=1.0,
             clock=clock,
             http=http,

@@ -5,21 +5,28 @@ Commands: ``worker``, ``sweep``, ``jobs``, ``retry ORDER_ID``, ``resend ORDER_ID
 
 Every command reads the same settings as the example servers (environment variables and
 the data dir's secrets), so ``bitloot worker --data-dir D`` works on the shop a server
-started with ``--data-dir D``. Output is plain text for people; ``--json`` for scripts.
+started with ``--data-dir D`` (``BITLOOT_DATA_DIR`` sets the default). Each command logs
+its mode first (a ``bitloot_start`` line on stderr) and refuses a data dir of the other
+mode; only ``worker`` may start a new data dir, the others need an existing one. Output
+is plain text for people; ``--json`` (before or after the command) for scripts. Lists are
+newest first.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import Final, TextIO
+
+import structlog
 
 from bitloot_adapters.bootstrap import NoMetrics, Shop, build_shop
 from bitloot_adapters.logs import configure_logging
@@ -28,24 +35,42 @@ from bitloot_core.chart import Flag, OrderStatus
 from bitloot_core.errors import BitlootError
 from bitloot_core.values import Job, JobState, Order
 
+DEFAULT_DATA_DIR: Final = ".bitloot-data"
+# The only command that may start a shop in a data dir never used.
+_STARTS_A_SHOP: Final = frozenset({"worker"})
 
-def _parser() -> argparse.ArgumentParser:
+
+def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bitloot", description="bitloot checkout operations")
-    parser.add_argument("--data-dir", type=Path, default=Path(".bitloot-data"))
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(env.get("BITLOOT_DATA_DIR") or DEFAULT_DATA_DIR),
+        help=f"the shop's data dir (default: $BITLOOT_DATA_DIR or {DEFAULT_DATA_DIR})",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    # --json after the command too; SUPPRESS keeps the one given before it.
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    worker = commands.add_parser("worker", help="run due jobs, the sweeper and reconciliation")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, parents=[after])
+
+    worker = command("worker", "run due jobs, the sweeper and reconciliation")
     worker.add_argument("--once", action="store_true", help="one pass, then exit")
     worker.add_argument("--poll", type=float, default=0.5, help="seconds between passes")
     worker.add_argument("--name", default="worker")
-    commands.add_parser("sweep", help="expire abandoned orders now")
-    jobs = commands.add_parser("jobs", help="list jobs (dead ones with --state dead)")
+    command("sweep", "expire abandoned orders now")
+    jobs = command("jobs", "list jobs, newest first (dead ones with --state dead)")
     jobs.add_argument("--state", choices=[s.value for s in JobState])
-    retry = commands.add_parser("retry", help="re-enqueue fulfillment of a failed order")
+    retry = command("retry", "re-enqueue fulfillment of a failed order")
     retry.add_argument("order_id")
-    resend = commands.add_parser("resend", help="re-enqueue a completion email that failed")
+    resend = command("resend", "re-enqueue a completion email that failed")
     resend.add_argument("order_id")
-    orders = commands.add_parser("orders", help="list orders by status or flag")
+    orders = command("orders", "list orders, newest first, by status or flag")
     orders.add_argument("--status", choices=[s.value for s in OrderStatus])
     orders.add_argument("--flag", choices=[f.value for f in Flag])
     orders.add_argument("--limit", type=int, default=100)
@@ -118,7 +143,11 @@ def _run_worker(shop: Shop, args: argparse.Namespace, out: TextIO) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    out.write(f"worker {args.name} running on {shop.settings.data_dir} (Ctrl-C stops)\n")
+    settings = shop.settings
+    out.write(
+        f"worker {args.name} running in {settings.mode} mode on {settings.data_dir} "
+        "(Ctrl-C stops)\n"
+    )
     out.flush()
     shop.worker.run_forever(stop, poll_seconds=args.poll)
     return 0
@@ -127,13 +156,18 @@ def _run_worker(shop: Shop, args: argparse.Namespace, out: TextIO) -> int:
 def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     """Run one command; returns the process exit status."""
     out = out or sys.stdout
-    args = _parser().parse_args(argv)
+    args = _parser(os.environ).parse_args(argv)
     configure_logging()
     try:
-        settings = load_settings(data_dir=args.data_dir)
+        settings = load_settings(
+            data_dir=args.data_dir, must_exist=args.command not in _STARTS_A_SHOP
+        )
     except ConfigError as exc:
         sys.stderr.write(f"bitloot: {exc}\n")
         return 2
+    structlog.get_logger("bitloot.cli").info(
+        "bitloot_start", command=args.command, mode=settings.mode, data_dir=str(settings.data_dir)
+    )
     # Nothing scrapes a command's counters; and prometheus-client is a server extra.
     shop = build_shop(settings, metrics=NoMetrics())
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -63,7 +64,12 @@ def parse_args(
     parser = argparse.ArgumentParser(description="bitloot example server")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=default_port)
-    parser.add_argument("--data-dir", type=Path, default=Path(default_data_dir))
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("BITLOOT_DATA_DIR") or default_data_dir),
+        help=f"the shop's data dir (default: $BITLOOT_DATA_DIR or {default_data_dir})",
+    )
     parser.add_argument(
         "--no-worker", action="store_true", help="do not run jobs here (run `bitloot worker`)"
     )
@@ -80,7 +86,7 @@ def prepare_shop(args: argparse.Namespace, *, page_dir: Path) -> Shop:
     shop = build_shop(settings, page_dir=page_dir)
     if not args.no_worker:
         shop.start_worker()
-    mode = "sandbox (no real payments)" if settings.sandbox else "live"
+    mode = "sandbox mode (no real payments)" if settings.sandbox else "live mode"
     lines = [f"bitloot {mode}: {settings.public_url}/", f"data dir: {settings.data_dir}"]
     if settings.admin_token_generated:
         lines.append(f"admin token (generated, kept in the data dir): {settings.admin_token}")

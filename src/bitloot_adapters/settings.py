@@ -27,11 +27,17 @@ from urllib.parse import urlsplit
 import attrs
 
 from bitloot_adapters import files
+from bitloot_adapters.shop_mode import ModeMismatchError, claim_data_dir, data_dir_mode, mode_of
 
 PREFIX: Final = "BITLOOT_"
 SECRETS_FILE: Final = "secrets.json"
 SECRETS_LOCK: Final = "secrets.lock"
 VAULT_KEY_BYTES: Final = 32
+# How a process picks its mode, for the message refusing a data dir of the other mode.
+HOW_TO_SWITCH: Final = (
+    f"live mode: set {PREFIX}NOWPAYMENTS_API_KEY and the other live variables; "
+    f"sandbox mode: leave {PREFIX}NOWPAYMENTS_API_KEY unset"
+)
 
 
 class ConfigError(Exception):
@@ -124,6 +130,9 @@ class Settings:
     kinguin_webhook_secret: str | None = attrs.field(default=None, repr=False)
     # The S3/R2 vault; None keeps keys in the encrypted file vault in the data dir.
     s3: S3Settings | None = None
+    # Where completion emails go as .eml files when there is no SMTP server: in live mode
+    # only when set on purpose (``BITLOOT_MAIL_DIR``); None: ``<data dir>/mail``.
+    mail_dir: Path | None = None
     # Names of secrets this start generated and saved in the data dir: empty when they
     # came from the environment or were already kept (by an earlier start, or by another
     # process starting at the same time).
@@ -132,6 +141,11 @@ class Settings:
     @property
     def admin_token_generated(self) -> bool:
         return "admin_token" in self.generated
+
+    @property
+    def mode(self) -> str:
+        """``sandbox`` or ``live``: what a start prints and ``/healthz`` shows."""
+        return mode_of(self.sandbox)
 
 
 def _s3(env: Mapping[str, str]) -> S3Settings | None:
@@ -307,8 +321,14 @@ def load_settings(
     host: str = "127.0.0.1",
     port: int = 8000,
     env: Mapping[str, str] | None = None,
+    must_exist: bool = False,
 ) -> Settings:
-    """Read the environment (``os.environ`` by default) and the data dir's secrets."""
+    """Read the environment (``os.environ`` by default) and the data dir's secrets.
+
+    The data dir is created on first use and keeps the mode it was first used in; a
+    start in the other mode is a ``ConfigError`` that writes nothing. With
+    ``must_exist`` (commands that only read a shop) a data dir never used is one too.
+    """
     env = os.environ if env is None else env
     api_key = env.get(PREFIX + "NOWPAYMENTS_API_KEY", "")
     sandbox = api_key == ""
@@ -322,6 +342,14 @@ def load_settings(
         if missing:
             raise ConfigError(f"missing required settings: {', '.join(missing)}")
     public_url = _public_url(env, host=host, port=port, sandbox=sandbox)
+    smtp_url = env.get(PREFIX + "SMTP_URL") or None
+    mail_dir = env.get(PREFIX + "MAIL_DIR") or None
+    if not sandbox and smtp_url is None and mail_dir is None:
+        raise ConfigError(
+            f"{PREFIX}SMTP_URL is required in live mode: without a mail server, completion "
+            f"emails would only be written as files no customer receives (set "
+            f"{PREFIX}MAIL_DIR to write them to a directory on purpose)"
+        )
     order_ttl = timedelta(minutes=_int(env, "ORDER_TTL_MINUTES", 60, low=1, high=7 * 24 * 60))
     key_url_ttl = timedelta(
         seconds=_int(env, "KEY_URL_TTL_SECONDS", 10800, low=1, high=7 * 24 * 3600)
@@ -340,7 +368,16 @@ def load_settings(
     wanted = frozenset(
         name for name in _KEPT if not from_env.get(name) and (sandbox or name not in _SANDBOX_ONLY)
     )
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if must_exist and (not data_dir.is_dir() or data_dir_mode(data_dir) is None):
+            raise ConfigError(
+                f"no shop data dir at {data_dir}: start the shop there first, or point "
+                f"--data-dir (or {PREFIX}DATA_DIR) at an existing one"
+            )
+        data_dir.mkdir(parents=True, exist_ok=True)
+        claim_data_dir(data_dir, mode_of(sandbox), how_to_switch=HOW_TO_SWITCH)
+    except ModeMismatchError as exc:
+        raise ConfigError(str(exc)) from None
     kept, generated = _kept_secrets(data_dir, wanted)
 
     def secret(name: str) -> str:
@@ -358,7 +395,8 @@ def load_settings(
         vault_key=_key(secret("vault_key"), "VAULT_KEY"),
         signing_key=_key(secret("signing_key"), "SIGNING_KEY"),
         admin_token=secret("admin_token"),
-        smtp_url=env.get(PREFIX + "SMTP_URL") or None,
+        smtp_url=smtp_url,
+        mail_dir=Path(mail_dir) if mail_dir else None,
         kinguin_webhook_secret=env.get(PREFIX + "KINGUIN_WEBHOOK_SECRET") or None,
         order_ttl=order_ttl,
         key_url_ttl=key_url_ttl,

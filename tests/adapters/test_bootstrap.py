@@ -37,6 +37,7 @@ LIVE_ENV = {
     "BITLOOT_NOWPAYMENTS_IPN_SECRET": "ipn-secret",
     "BITLOOT_KINGUIN_API_KEY": "kg-key",
     "BITLOOT_PUBLIC_URL": "https://shop.example",
+    "BITLOOT_SMTP_URL": "smtp://127.0.0.1:2525",
 }
 GIFT = Product(
     id="gift",

@@ -25,6 +25,7 @@ from bitloot_adapters.settings import SECRETS_FILE, ConfigError, Settings, load_
 PROCESSES = 8
 WORKER_RUN_NAME = "bitloot_settings_child"
 LIVE = {
+    "BITLOOT_SMTP_URL": "smtp://127.0.0.1:2525",
     "BITLOOT_NOWPAYMENTS_API_KEY": "np-live-key",
     "BITLOOT_NOWPAYMENTS_IPN_SECRET": "np-ipn-secret",
     "BITLOOT_KINGUIN_API_KEY": "kinguin-live-key",
@@ -100,7 +101,7 @@ def test_processes_starting_together_on_an_empty_data_dir_share_the_saved_secret
     assert sorted(generated) == [[]] * (PROCESSES - 1) + [sorted(on_disk)]
     assert stat.S_IMODE((data_dir / SECRETS_FILE).stat().st_mode) == 0o600
     # No temporary file is left behind.
-    assert sorted(p.name for p in data_dir.iterdir()) == ["secrets.json", "secrets.lock"]
+    assert sorted(p.name for p in data_dir.iterdir()) == ["mode", "secrets.json", "secrets.lock"]
 
 
 def test_a_later_start_generates_nothing_and_keeps_the_secrets(tmp_path: Path) -> None:

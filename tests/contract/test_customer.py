@@ -446,4 +446,4 @@ def test_customer_page_is_served(server: RunningServer) -> None:
 def test_healthz(server: RunningServer) -> None:
     response = server.http.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "sandbox": True}
+    assert response.json() == {"status": "ok", "mode": "sandbox", "sandbox": True}

@@ -172,6 +172,7 @@ def live_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runn
         "BITLOOT_NOWPAYMENTS_BASE_URL": f"{closed}/v1",
         "BITLOOT_KINGUIN_BASE_URL": closed,
         "BITLOOT_PUBLIC_URL": "https://shop.example",
+        "BITLOOT_MAIL_DIR": str(tmp_path / "mail"),
     }
     with running_server(request.param, tmp_path / "data", env) as running:
         yield running

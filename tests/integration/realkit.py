@@ -368,7 +368,7 @@ class RealKit:
         return self.sandbox.supplier
 
     def env(self, **extra: str) -> dict[str, str]:
-        return live_env(self.sandbox, self.shop.url, **extra)
+        return live_env(self.sandbox, self.shop.url, **{"mail_dir": str(self.mail_dir), **extra})
 
     def kinguin_client(self) -> KinguinClient:
         return KinguinClient(

@@ -7,14 +7,18 @@ abandoned by the time the command sweeps.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from realkit import RealKit, real_kit
+from realkit import RealKit, real_kit, run_cli
 
+from bitloot_adapters import cli
 from bitloot_core.chart import Flag, OrderStatus, PaymentStatus
 from bitloot_core.values import JobState
 
@@ -47,11 +51,24 @@ def rows(text: str) -> list[list[str]]:
     return [line.split() for line in text.splitlines()[1:]]
 
 
+def logged(err: str) -> list[dict[str, object]]:
+    """The JSON log lines on stderr (the command's own messages are plain text)."""
+    return [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+
+
+def plain(err: str) -> str:
+    return "".join(line + "\n" for line in err.splitlines() if not line.startswith("{"))
+
+
 def test_orders_by_status_and_flag(shop, bitloot) -> None:
     kit, orders = shop
     run = bitloot(kit)
     paid = run("orders", "--status", "paid")
-    assert (paid.code, paid.err) == (0, "")
+    assert paid.code == 0
+    (start,) = logged(paid.err)
+    assert (start["event"], start["mode"], start["command"]) == ("bitloot_start", "live", "orders")
+    assert start["data_dir"] == str(kit.data_dir)
+    assert plain(paid.err) == ""
     header = paid.out.splitlines()[0]
     assert header.split() == ["ORDER", "STATUS", "TOTAL", "CREATED", "FLAGS"]
     found = rows(paid.out)
@@ -115,7 +132,7 @@ def test_sweep_expires_the_abandoned_order(shop, bitloot) -> None:
     assert swept.out == f"expired 1 orders\n  {abandoned.order.id}\n"
     # Logs go to stderr as JSON lines, apart from the output.
     # The provider was asked first (its answer is logged as an IPN), then the order expired.
-    assert [json.loads(line)["event"] for line in swept.err.splitlines()] == ["ipn", "swept"]
+    assert [line["event"] for line in logged(swept.err)] == ["bitloot_start", "ipn", "swept"]
     assert kit.statuses(abandoned) == (OrderStatus.EXPIRED, PaymentStatus.FAILED)
     assert kit.statuses(orders["paid"]) == (OrderStatus.PAID, PaymentStatus.FINISHED)
     assert run("sweep").out == "expired 0 orders\n"
@@ -126,11 +143,11 @@ def test_retry_refuses_what_it_cannot_retry(shop, bitloot) -> None:
     run = bitloot(kit)
     unknown = run("retry", "no-such-order")
     assert (unknown.code, unknown.out) == (1, "")
-    assert unknown.err == "bitloot: no order 'no-such-order' (not_found)\n"
+    assert plain(unknown.err) == "bitloot: no order 'no-such-order' (not_found)\n"
 
     done = run("retry", orders["fulfilled"].order.id)
     assert (done.code, done.out) == (1, "")
-    assert done.err == (
+    assert plain(done.err) == (
         "bitloot: only a paid order can be retried, this one is fulfilled (invalid_state)\n"
     )
 
@@ -177,3 +194,52 @@ def test_resend_re_enqueues_a_failed_completion_email(shop, bitloot) -> None:
     job = kit.job(f"completion_email:{order_id}")
     assert (job.state, job.attempts) == (JobState.PENDING, 0)
     assert kit.checkout.admin_order(order_id).order.flags == frozenset()
+
+
+def test_json_is_accepted_after_the_command_too(shop, bitloot) -> None:
+    kit, _orders = shop
+    run = bitloot(kit)
+    before, after = run("--json", "orders"), run("orders", "--json")
+    assert (before.code, after.code) == (0, 0)
+    assert json.loads(after.out) == json.loads(before.out) != []
+    jobs = run("jobs", "--json", "--state", "dead")
+    assert [row["state"] for row in json.loads(jobs.out)] == ["dead"]
+
+
+def test_bitloot_data_dir_sets_the_default(shop, bitloot, monkeypatch) -> None:
+    kit, orders = shop
+    bitloot(kit)  # the kit's live environment
+    monkeypatch.setenv("BITLOOT_DATA_DIR", str(kit.data_dir))
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli.run(["orders", "--status", "paid"], out=out)
+    assert (code, plain(err.getvalue())) == (0, "")
+    assert {r[0] for r in rows(out.getvalue())} == {
+        orders["flagged"].order.id,
+        orders["paid"].order.id,
+    }
+
+
+@pytest.mark.parametrize(
+    "command", [("orders",), ("jobs",), ("sweep",), ("retry", "x"), ("resend", "x")]
+)
+def test_commands_on_a_missing_data_dir_are_refused_and_create_nothing(
+    kit: RealKit, bitloot, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    bitloot(kit)
+    missing = tmp_path / "typo"
+    result = run_cli(missing, *command)
+    assert (result.code, result.out) == (2, "")
+    assert result.err.startswith(f"bitloot: no shop data dir at {missing}")
+    assert not missing.exists()
+
+
+def test_a_command_in_the_other_mode_is_refused(kit: RealKit, monkeypatch) -> None:
+    """The kit's data dir is live; without the live variables a command is in sandbox mode."""
+    for name in [n for n in os.environ if n.startswith("BITLOOT_")]:
+        monkeypatch.delenv(name)
+    before = sorted(p.name for p in kit.data_dir.iterdir())
+    result = run_cli(kit.data_dir, "orders")
+    assert (result.code, result.out) == (2, "")
+    assert "belongs to a live-mode shop, and this process is in sandbox mode" in result.err
+    assert sorted(p.name for p in kit.data_dir.iterdir()) == before

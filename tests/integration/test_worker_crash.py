@@ -68,7 +68,12 @@ def test_killed_worker_mid_fulfillment_buys_once(tmp_path: Path) -> None:
     assert BITLOOT.exists(), f"the bitloot console script is not installed at {BITLOOT}"
     data_dir = tmp_path / "data"
     with sandboxes(SystemClock(), key_delay=KEY_DELAY) as sandbox, ShopServer() as server:
-        env = live_env(sandbox, server.url, job_lease_seconds=str(LEASE_SECONDS))
+        env = live_env(
+            sandbox,
+            server.url,
+            job_lease_seconds=str(LEASE_SECONDS),
+            mail_dir=str(data_dir / "mail"),
+        )
         shop = build_shop(load_settings(data_dir=data_dir, env=env))
         try:
             assert not shop.settings.sandbox

@@ -34,7 +34,14 @@ SSE_MAX_SECONDS: Final = 30 * 60.0
 
 def healthz(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
     del request, params
-    return json_response(200, {"status": "ok", "sandbox": api.shop.sandbox is not None})
+    return json_response(
+        200,
+        {
+            "status": "ok",
+            "mode": api.shop.settings.mode,
+            "sandbox": api.shop.sandbox is not None,
+        },
+    )
 
 
 def metrics(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
