@@ -44,6 +44,7 @@ from steps import (
 )
 
 from bitloot_adapters.clock import OffsetClock
+from bitloot_adapters.http_api.webhooks import webhook_status
 from bitloot_adapters.kinguin import KinguinClient
 from bitloot_adapters.mailers import FileMailer
 from bitloot_adapters.nowpayments import NowPaymentsClient
@@ -280,7 +281,7 @@ class IpnEndpoint:
     def handle(self, request: SandboxRequest) -> SandboxResponse:
         assert self.checkout is not None
         result = self.checkout.handle_ipn(request.body, request.headers)
-        return SandboxResponse(status=result.status_code, body=b"{}")
+        return SandboxResponse(status=webhook_status(result), body=b"{}")
 
 
 @dataclass
