@@ -30,6 +30,7 @@ from bitloot_core.chart import (
     PaymentStatus,
 )
 from bitloot_core.providers.nowpayments import STATUSES
+from bitloot_core.service import CheckoutConfig, jobs
 
 S = OrderStatus
 E = OrderEvent
@@ -256,6 +257,12 @@ def test_every_job_kind_has_its_rule() -> None:
     assert JOBS[JobKind.FULFILL].exhausted is E.FULFILLMENT_EXHAUSTED
     assert JOBS[JobKind.COMPLETION_EMAIL].exhausted is E.EMAIL_EXHAUSTED
     assert chart.JOB_FOR_EFFECT[Effect.ENQUEUE_FULFILLMENT] is JobKind.FULFILL
+
+
+def test_every_job_kind_has_a_runner_and_a_retry_schedule() -> None:
+    assert set(jobs.RUNNERS) == set(JobKind)
+    fields = CheckoutConfig.__dataclass_fields__
+    assert all(rule.retries in fields for rule in JOBS.values())
 
 
 def test_payment_record_table_only_moves_forward() -> None:

@@ -1,0 +1,80 @@
+"""The values ``Checkout`` answers with. Outcomes only: the HTTP layer maps them to
+status codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from bitloot_core.values import (
+    AuditEntry,
+    Job,
+    Order,
+    Payment,
+    Product,
+    Reveal,
+    WebhookLogEntry,
+    WebhookOutcome,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreatedOrder:
+    order: Order
+    access_token: str = field(repr=False)
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderView:
+    order: Order
+    payment: Payment | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenedPaymentResult:
+    payment: Payment
+    created: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IpnResult:
+    """What became of one webhook. ``code`` says why one was rejected:
+    ``bad_signature``, ``malformed_webhook``, ``unbound_webhook``, ``unknown_provider``, or
+    the error code of a failed re-read of the payment (``provider_unavailable``, ...).
+    """
+
+    outcome: WebhookOutcome
+    reason: str
+    code: str = "ok"
+    order_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RevealedKey:
+    url: str
+    urls: tuple[str, ...]
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobRun:
+    key: str
+    outcome: str
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminOrderView:
+    order: Order
+    payments: list[Payment]
+    audit: list[AuditEntry]
+    webhooks: list[WebhookLogEntry]
+    jobs: list[Job]
+    reveals: list[Reveal]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProductView:
+    product: Product
+    available: bool
