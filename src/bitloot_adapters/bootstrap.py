@@ -1,6 +1,7 @@
 """The composition root: the one place that builds a running shop from settings.
 
-``build_shop(settings)`` wires the SQLite store, the NOWPayments and Kinguin clients (or,
+``build_shop(settings)`` wires the store (SQLite in the data dir, or PostgreSQL when
+``BITLOOT_DATABASE_URL`` is set), the NOWPayments and Kinguin clients (or,
 in sandbox mode, the sandbox servers on loopback), the vault, the mailer, logging and
 metrics into a ``Checkout``. Every part can be given instead (``store=``, ``gateway=``,
 ``supplier=``, ``vault=``, ``mailer=``, ``clock=``, ...), typed on the core's ports, so a
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
 import attrs
 import httpx
@@ -39,6 +40,7 @@ from bitloot_adapters.sandbox import (
 from bitloot_adapters.sandbox.ids import first_payment_id, fresh_seed
 from bitloot_adapters.settings import ConfigError, Settings
 from bitloot_adapters.sqlite_store import SqliteStore
+from bitloot_adapters.vault_db import DatabaseVault
 from bitloot_adapters.vault_file import FileVault
 from bitloot_adapters.worker import Worker, WorkerThread
 from bitloot_core.chart import OrderStatus
@@ -56,6 +58,8 @@ from bitloot_core.service import Checkout, CheckoutConfig
 from bitloot_core.values import Product, ProductSource
 
 if TYPE_CHECKING:
+    from bitloot_adapters.postgres_store import PostgresStore
+    from bitloot_adapters.vault_db import SealedKeyStore
     from bitloot_adapters.vault_s3 import S3Vault
 
 SENDER = "bitloot <keys@bitloot.invalid>"
@@ -195,8 +199,38 @@ def _mailer(settings: Settings) -> Mailer:
     return FileMailer(settings.mail_dir or settings.data_dir / "mail", sender=SENDER)
 
 
-def _vault(settings: Settings) -> FileVault | S3Vault:
-    if settings.s3 is None:
+def open_store(settings: Settings) -> SqliteStore | PostgresStore:
+    """The store settings name, migrated to this bitloot's schema; the caller closes it.
+
+    Every process runs the migrations as it opens the store; processes starting together
+    take turns (SQLite's write lock, PostgreSQL's advisory lock), so each runs once.
+    """
+    if settings.database_url is None:
+        return SqliteStore(
+            settings.data_dir / "bitloot.db",
+            synchronous="NORMAL" if settings.sqlite_synchronous == "NORMAL" else "FULL",
+        )
+    try:
+        # Imported here: psycopg is only needed (the "postgres" extra) for PostgreSQL.
+        from bitloot_adapters.postgres_store import PostgresStore  # noqa: PLC0415
+    except ImportError:
+        raise ConfigError(
+            "BITLOOT_DATABASE_URL needs the postgres extra: pip install 'bitloot[postgres]'"
+        ) from None
+    return PostgresStore(settings.database_url, pool_size=settings.database_pool_size)
+
+
+def _vault(settings: Settings, store: Store) -> FileVault | DatabaseVault | S3Vault:
+    if settings.vault_kind == "database":
+        if not isinstance(store, (SqliteStore, *_postgres_store_type())):
+            raise ConfigError("the database vault needs the shop's SQLite or PostgreSQL store")
+        return DatabaseVault(
+            cast("SealedKeyStore", store),
+            key=settings.vault_key,
+            signing_key=settings.signing_key,
+            base_url=settings.public_url,
+        )
+    if settings.s3 is None or settings.vault_kind == "file":
         return FileVault(
             settings.data_dir / "vault",
             key=settings.vault_key,
@@ -328,15 +362,12 @@ def build_shop(
         nowpayments_url = settings.nowpayments_base_url or "https://api.nowpayments.io/v1"
         kinguin_url = settings.kinguin_base_url or "https://gateway.kinguin.net/esa/api"
     if store is None:
-        sqlite = SqliteStore(
-            settings.data_dir / "bitloot.db",
-            synchronous="NORMAL" if settings.sqlite_synchronous == "NORMAL" else "FULL",
-        )
-        made.append(sqlite.close)
-        store = sqlite
+        opened = open_store(settings)
+        made.append(opened.close)
+        store = opened
     if vault is None:
-        made_vault = _vault(settings)
-        if not isinstance(made_vault, FileVault):
+        made_vault = _vault(settings, store)
+        if not isinstance(made_vault, FileVault | DatabaseVault):
             made.append(made_vault.close)
         vault = made_vault
     metrics = metrics or _metrics(store)
@@ -392,9 +423,25 @@ def build_shop(
     )
 
 
+def _postgres_store_type() -> tuple[type, ...]:
+    try:
+        from bitloot_adapters.postgres_store import PostgresStore  # noqa: PLC0415
+    except ImportError:
+        return ()
+    return (PostgresStore,)
+
+
 def _count_orders(store: Store) -> dict[OrderStatus, int]:
     with store.transaction() as tx:
         return tx.count_orders_by_status()
 
 
-__all__ = ["DEMO_PRODUCTS", "KeyFiles", "Metrics", "NoMetrics", "Shop", "build_shop"]
+__all__ = [
+    "DEMO_PRODUCTS",
+    "KeyFiles",
+    "Metrics",
+    "NoMetrics",
+    "Shop",
+    "build_shop",
+    "open_store",
+]

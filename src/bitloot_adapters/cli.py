@@ -1,7 +1,7 @@
 """The ``bitloot`` command: run the worker, sweep, inspect and retry jobs, list orders.
 
 Commands: ``worker``, ``sweep``, ``jobs``, ``retry ORDER_ID``, ``resend ORDER_ID``,
-``orders``.
+``orders``, ``migrate``.
 
 Every command reads the same settings as the example servers (environment variables and
 the data dir's secrets), so ``bitloot worker --data-dir D`` works on the shop a server
@@ -28,9 +28,9 @@ from typing import Final, TextIO
 
 import structlog
 
-from bitloot_adapters.bootstrap import NoMetrics, Shop, build_shop
+from bitloot_adapters.bootstrap import NoMetrics, Shop, build_shop, open_store
 from bitloot_adapters.logs import configure_logging
-from bitloot_adapters.settings import ConfigError, load_settings
+from bitloot_adapters.settings import ConfigError, Settings, load_settings
 from bitloot_core.chart import Flag, OrderStatus
 from bitloot_core.errors import BitlootError
 from bitloot_core.values import Job, JobState, Order
@@ -64,6 +64,7 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     worker.add_argument("--poll", type=float, default=0.5, help="seconds between passes")
     worker.add_argument("--name", default="worker")
     command("sweep", "expire abandoned orders now")
+    command("migrate", "bring the store's schema up to this bitloot's")
     jobs = command("jobs", "list jobs, newest first (dead ones with --state dead)")
     jobs.add_argument("--state", choices=[s.value for s in JobState])
     retry = command("retry", "re-enqueue fulfillment of a failed order")
@@ -153,6 +154,23 @@ def _run_worker(shop: Shop, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _migrate(settings: Settings, out: TextIO) -> int:
+    """Open the store, which migrates it (once, however many processes do it at once)."""
+    try:
+        store = open_store(settings)
+    except (BitlootError, ConfigError) as exc:
+        sys.stderr.write(f"bitloot: {exc}\n")
+        return 1
+    try:
+        applied, version = store.applied, store.schema_version()
+    finally:
+        store.close()
+    if applied:
+        out.write(f"applied migrations {', '.join(map(str, applied))}\n")
+    out.write(f"schema at version {version}\n")
+    return 0
+
+
 def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     """Run one command; returns the process exit status."""
     out = out or sys.stdout
@@ -168,6 +186,8 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     structlog.get_logger("bitloot.cli").info(
         "bitloot_start", command=args.command, mode=settings.mode, data_dir=str(settings.data_dir)
     )
+    if args.command == "migrate":
+        return _migrate(settings, out)
     # Nothing scrapes a command's counters; and prometheus-client is a server extra.
     shop = build_shop(settings, metrics=NoMetrics())
     try:

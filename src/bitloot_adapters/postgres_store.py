@@ -350,7 +350,16 @@ _V2_PAYMENT_PROVIDER: Final = """
 ALTER TABLE payments ADD COLUMN provider text NOT NULL DEFAULT 'nowpayments';
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1_INITIAL, _V2_PAYMENT_PROVIDER)
+# The database vault's envelopes (``vault_db``), named by the SHA-256 of their ref.
+_V3_VAULT_KEYS: Final = """
+CREATE TABLE vault_keys (
+    name text COLLATE "C" PRIMARY KEY,
+    envelope bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1_INITIAL, _V2_PAYMENT_PROVIDER, _V3_VAULT_KEYS)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -789,6 +798,22 @@ class PostgresTx:
 
     def list_reveals(self, order_id: str) -> list[Reveal]:
         return self._all(_REVEALS, "WHERE order_id = %s ORDER BY seq", (order_id,))
+
+    # the database vault's envelopes (not part of the core's port: see vault_db)
+
+    def put_sealed_key(self, name: str, envelope: bytes) -> bool:
+        return (
+            self._execute(
+                "INSERT INTO vault_keys (name, envelope) VALUES (%s, %s)"
+                " ON CONFLICT (name) DO NOTHING",
+                (name, envelope),
+            ).rowcount
+            == 1
+        )
+
+    def get_sealed_key(self, name: str) -> bytes | None:
+        row = self._execute("SELECT envelope FROM vault_keys WHERE name = %s", (name,)).fetchone()
+        return None if row is None else bytes(row[0])
 
 
 if TYPE_CHECKING:

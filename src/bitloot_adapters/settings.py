@@ -2,8 +2,12 @@
 
 With no NowPayments API key the shop runs in sandbox mode. Secrets that the environment
 does not set are generated once and kept in ``<data dir>/secrets.json`` (mode 0600); an
-environment variable always wins. Processes starting together on one data dir take turns
-on ``<data dir>/secrets.lock``, so they all end up with the same, saved secrets.
+environment variable always wins. With ``BITLOOT_DATABASE_URL`` set (the shared
+PostgreSQL store of a shop on many hosts) nothing a host must share may live on its disk:
+the IPN secret, the vault and signing keys and the admin token must then come from the
+environment, and keys go to the database vault unless ``BITLOOT_VAULT`` says otherwise.
+Processes starting together on one data dir take turns on ``<data dir>/secrets.lock``, so
+they all end up with the same, saved secrets.
 ``Settings`` never shows a secret in its ``repr``.
 """
 
@@ -90,6 +94,29 @@ def _one_of(*allowed: str) -> Callable[[object, attrs.Attribute[Any], str], None
     return check
 
 
+def _database_url_ok(_: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and urlsplit(value).scheme not in _DATABASE_SCHEMES:
+        # The URL may hold a password: the message names the variable, never the value.
+        raise _problem(attribute, "must be a postgresql:// URL")
+
+
+def _pool_size(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not 1 <= value <= MAX_POOL_SIZE:
+        raise _problem(attribute, f"must be between 1 and {MAX_POOL_SIZE}")
+
+
+_DATABASE_SCHEMES: Final = ("postgresql", "postgres")
+MAX_POOL_SIZE: Final = 100
+VAULTS: Final = ("database", "file", "s3")
+# What a shop on a shared database must be given, by setting and by what it is.
+_SHARED_SECRETS: Final = (
+    ("NOWPAYMENTS_IPN_SECRET", "the IPN secret"),
+    ("VAULT_KEY", "the vault key"),
+    ("SIGNING_KEY", "the key-URL signing key"),
+    ("ADMIN_TOKEN", "the admin token"),
+)
+
+
 @attrs.frozen(kw_only=True)
 class S3Settings:
     """Where the S3/R2 vault keeps keys (set ``BITLOOT_S3_BUCKET`` to use it)."""
@@ -128,15 +155,27 @@ class Settings:
     sqlite_synchronous: str = attrs.field(default="FULL", validator=_one_of("FULL", "NORMAL"))
     # Kinguin's order.status webhook secret; None: POST /webhooks/kinguin answers 401.
     kinguin_webhook_secret: str | None = attrs.field(default=None, repr=False)
-    # The S3/R2 vault; None keeps keys in the encrypted file vault in the data dir.
+    # The S3/R2 vault's bucket and credentials (used when ``vault_kind`` is ``s3``).
     s3: S3Settings | None = None
     # Where completion emails go as .eml files when there is no SMTP server: in live mode
     # only when set on purpose (``BITLOOT_MAIL_DIR``); None: ``<data dir>/mail``.
     mail_dir: Path | None = None
+    # The shared PostgreSQL store; None keeps the SQLite file in the data dir.
+    database_url: str | None = attrs.field(default=None, repr=False, validator=_database_url_ok)
+    # Connections each process keeps open to it, at most.
+    database_pool_size: int = attrs.field(default=10, validator=_pool_size)
+    # Where keys are kept: database, file or s3; None: s3 when ``s3`` is set, else file.
+    vault: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_one_of(*VAULTS))
+    )
     # Names of secrets this start generated and saved in the data dir: empty when they
     # came from the environment or were already kept (by an earlier start, or by another
     # process starting at the same time).
     generated: frozenset[str] = frozenset()
+
+    def __attrs_post_init__(self) -> None:
+        if self.vault == "s3" and self.s3 is None:
+            raise ConfigError("vault s3 needs the S3 settings (BITLOOT_S3_BUCKET and the rest)")
 
     @property
     def admin_token_generated(self) -> bool:
@@ -146,6 +185,11 @@ class Settings:
     def mode(self) -> str:
         """``sandbox`` or ``live``: what a start prints and ``/healthz`` shows."""
         return mode_of(self.sandbox)
+
+    @property
+    def vault_kind(self) -> str:
+        """The vault the shop uses: ``database``, ``file`` or ``s3``."""
+        return self.vault or ("s3" if self.s3 is not None else "file")
 
 
 def _s3(env: Mapping[str, str]) -> S3Settings | None:
@@ -333,6 +377,7 @@ def load_settings(
     api_key = env.get(PREFIX + "NOWPAYMENTS_API_KEY", "")
     sandbox = api_key == ""
     kinguin_key = env.get(PREFIX + "KINGUIN_API_KEY", "")
+    database_url = _database_url(env)
     if not sandbox:
         missing = [
             PREFIX + name
@@ -358,6 +403,7 @@ def load_settings(
     job_lease = timedelta(seconds=_int(env, "JOB_LEASE_SECONDS", 120, low=1, high=24 * 3600))
     synchronous = _choice(env, "SQLITE_SYNCHRONOUS", ("FULL", "NORMAL"))
     s3 = _s3(env)
+    vault = (env.get(PREFIX + "VAULT") or "").lower() or ("database" if database_url else None)
     from_env = {
         name: env.get(PREFIX + name.upper(), "") for name in _KEPT if name not in _SANDBOX_ONLY
     }
@@ -405,5 +451,31 @@ def load_settings(
         job_lease=job_lease,
         sqlite_synchronous=synchronous,
         s3=s3,
+        database_url=database_url,
+        database_pool_size=_int(env, "DATABASE_POOL_SIZE", 10, low=1, high=MAX_POOL_SIZE),
+        vault=vault,
         generated=frozenset(generated),
     )
+
+
+def _database_url(env: Mapping[str, str]) -> str | None:
+    """``BITLOOT_DATABASE_URL`` checked, with the secrets every host must be given."""
+    url = env.get(PREFIX + "DATABASE_URL") or None
+    if url is None:
+        return None
+    if urlsplit(url).scheme not in _DATABASE_SCHEMES:
+        raise ConfigError(f"{PREFIX}DATABASE_URL must be a postgresql:// URL")
+    _require_shared_secrets(env)
+    return url
+
+
+def _require_shared_secrets(env: Mapping[str, str]) -> None:
+    """On a shared database every host needs the same secrets: the environment's."""
+    missing = [
+        f"{PREFIX}{name} ({what})" for name, what in _SHARED_SECRETS if not env.get(PREFIX + name)
+    ]
+    if missing:
+        raise ConfigError(
+            f"{PREFIX}DATABASE_URL is set, so every host must be given the same secrets in"
+            f" the environment; missing: {', '.join(missing)}"
+        )

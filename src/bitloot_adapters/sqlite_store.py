@@ -421,16 +421,28 @@ def _v2_payment_provider(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE payments ADD COLUMN provider TEXT NOT NULL DEFAULT 'nowpayments'")
 
 
+def _v3_vault_keys(db: sqlite_utils.Database) -> None:
+    """The database vault's envelopes (``vault_db``), named by the SHA-256 of their ref."""
+    db.create_table(
+        "vault_keys",
+        {"name": str, "envelope": bytes, "created_at": str},
+        pk="name",
+        not_null=["envelope", "created_at"],
+        strict=True,
+    )
+
+
 # Forward migrations, in order: the database is at version N once the first N have run.
 # Append only; never edit one that has shipped.
 MIGRATIONS: Final[tuple[Callable[[sqlite_utils.Database], None], ...]] = (
     _v1_initial,
     _v2_payment_provider,
+    _v3_vault_keys,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
+def _migrate(conn: sqlite3.Connection) -> list[int]:
     # sqlite-utils runs its DDL inside the transaction we opened: all of a migration and
     # its version row commit together, and a second process starting at the same moment
     # waits on BEGIN IMMEDIATE, then finds the work done.
@@ -438,12 +450,13 @@ def _migrate(conn: sqlite3.Connection) -> None:
     _enable_wal(db)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        _apply_migrations(conn, db)
+        applied = _apply_migrations(conn, db)
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+    return applied
 
 
 def _enable_wal(db: sqlite_utils.Database, *, attempts: int = 200) -> None:
@@ -463,7 +476,7 @@ def _enable_wal(db: sqlite_utils.Database, *, attempts: int = 200) -> None:
             return
 
 
-def _apply_migrations(conn: sqlite3.Connection, db: sqlite_utils.Database) -> None:
+def _apply_migrations(conn: sqlite3.Connection, db: sqlite_utils.Database) -> list[int]:
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_version"
         " (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
@@ -475,7 +488,9 @@ def _apply_migrations(conn: sqlite3.Connection, db: sqlite_utils.Database) -> No
             f" knows ({SCHEMA_VERSION}); upgrade bitloot",
             code="schema_too_new",
         )
+    applied = []
     for version in range(current + 1, SCHEMA_VERSION + 1):
+        applied.append(version)
         MIGRATIONS[version - 1](db)
         if not conn.in_transaction:
             # Something (an sqlite-utils call that commits by itself) ended our transaction:
@@ -488,6 +503,7 @@ def _apply_migrations(conn: sqlite3.Connection, db: sqlite_utils.Database) -> No
             "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
             (version, _to_text(datetime.now(UTC))),
         )
+    return applied
 
 
 # --- the store --------------------------------------------------------------------------
@@ -536,7 +552,8 @@ class SqliteStore:
         # set the pace. Other processes still meet SQLite's own lock.
         self._writer = threading.Lock()
         try:
-            _migrate(self._connection())
+            # The versions this store's opening applied (empty when another got there first).
+            self.applied = _migrate(self._connection())
         except BaseException:
             self.close()
             raise
@@ -546,6 +563,14 @@ class SqliteStore:
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
+
+    def schema_version(self) -> int:
+        (version,) = (
+            self._connection()
+            .execute("SELECT coalesce(max(version), 0) FROM schema_version")
+            .fetchone()
+        )
+        return int(version)
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -863,6 +888,22 @@ class SqliteTx:
 
     def list_reveals(self, order_id: str) -> list[Reveal]:
         return self._all(_REVEALS, "WHERE order_id = ? ORDER BY seq", (order_id,))
+
+    # the database vault's envelopes (not part of the core's port: see vault_db)
+
+    def put_sealed_key(self, name: str, envelope: bytes) -> bool:
+        return (
+            self._execute(
+                "INSERT INTO vault_keys (name, envelope, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO NOTHING",
+                (name, envelope, _to_text(datetime.now(UTC))),
+            ).rowcount
+            == 1
+        )
+
+    def get_sealed_key(self, name: str) -> bytes | None:
+        row = self._execute("SELECT envelope FROM vault_keys WHERE name = ?", (name,)).fetchone()
+        return None if row is None else bytes(row[0])
 
 
 if TYPE_CHECKING:

@@ -39,7 +39,7 @@ from bitloot_adapters.files import create_once
 from bitloot_core.errors import KeyUrlRejected, VaultError
 from bitloot_core.tokens import TokenProblem, mint_key_token, verify_key_token
 
-__all__ = ["FileVault"]
+__all__ = ["FileVault", "SealedVault"]
 
 MAGIC = b"BLKEY1\n"
 _SEP = b"\0"
@@ -51,24 +51,30 @@ def ref_file_name(ref: str) -> str:
     return hashlib.sha256(ref.encode("utf-8", "surrogatepass")).hexdigest() + _KEY_SUFFIX
 
 
-class FileVault:
-    """Keys encrypted with ``key`` (32 bytes) under ``root``; URLs signed with ``signing_key``."""
+class SealedVault:
+    """What every vault that encrypts with the shop's own key shares: the envelope, the
+    signed URLs and their checks. Subclasses only keep envelopes (``_keep``, ``_load``)."""
 
-    def __init__(self, root: Path, *, key: bytes, signing_key: bytes, base_url: str) -> None:
+    def __init__(self, *, key: bytes, signing_key: bytes, base_url: str) -> None:
         if len(key) != nacl.secret.SecretBox.KEY_SIZE:
             raise ValueError(f"the vault key must be {nacl.secret.SecretBox.KEY_SIZE} bytes")
         if not signing_key:
             raise ValueError("the signing key must not be empty")
-        self._root = Path(root)
         self._box = nacl.secret.SecretBox(key)
         self._signing_key = signing_key
         self._base_url = base_url.rstrip("/")
 
-    def __repr__(self) -> str:
-        return f"FileVault(root={str(self._root)!r}, base_url={self._base_url!r})"
+    def _keep(self, ref: str, envelope: bytes) -> None:
+        """Keep ``envelope`` under ``ref`` unless one is kept there already."""
+        raise NotImplementedError
 
-    def path_for(self, ref: str) -> Path:
-        return self._root / ref_file_name(ref)
+    def _load(self, ref: str) -> bytes:
+        """The envelope kept under ``ref``; ``VaultError`` ``key_missing`` when none is."""
+        raise NotImplementedError
+
+    def _is_kept(self, ref: str) -> bool:
+        del ref
+        return False
 
     def put(self, ref: str, secret: bytes, content_type: str) -> None:
         """Store ``secret`` encrypted under ``ref``; a ref already stored keeps its first key."""
@@ -76,34 +82,21 @@ class FileVault:
             raise ValueError("a vault ref must be a non-empty string without NUL")
         if not content_type or "\0" in content_type:
             raise ValueError("a content type must be a non-empty string without NUL")
-        path = self.path_for(ref)
-        if path.exists():
+        if self._is_kept(ref):
             return
         plaintext = _SEP.join([ref.encode("utf-8", "surrogatepass"), content_type.encode(), secret])
-        envelope = MAGIC + bytes(self._box.encrypt(plaintext))
-        try:
-            self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            create_once(path, envelope)
-        except OSError as exc:
-            raise VaultError("the key could not be written to the vault", ref=ref) from exc
+        self._keep(ref, MAGIC + bytes(self._box.encrypt(plaintext)))
 
     def read(self, ref: str) -> tuple[bytes, str]:
         """The key stored under ``ref`` and its content type (for internal use)."""
-        try:
-            envelope = self.path_for(ref).read_bytes()
-        except FileNotFoundError:
-            raise VaultError(
-                "no key is stored under this ref", code="key_missing", ref=ref
-            ) from None
-        except OSError as exc:
-            raise VaultError("the key could not be read from the vault", ref=ref) from exc
+        envelope = self._load(ref)
         if not envelope.startswith(MAGIC):
             raise VaultError("the stored key is not a vault file", code="key_corrupt", ref=ref)
         try:
             plaintext = self._box.decrypt(envelope[len(MAGIC) :])
         except nacl.exceptions.CryptoError:
-            # Wrong vault key or a tampered file. The cause is dropped on purpose: nothing
-            # about the ciphertext belongs in a log.
+            # Wrong vault key or a tampered envelope. The cause is dropped on purpose:
+            # nothing about the ciphertext belongs in a log.
             raise VaultError(
                 "the stored key could not be decrypted", code="key_corrupt", ref=ref
             ) from None
@@ -132,3 +125,37 @@ class FileVault:
         if check.problem is not None or check.ref is None:
             raise KeyUrlRejected(str(check.problem or TokenProblem.INVALID))
         return self.read(check.ref)
+
+
+class FileVault(SealedVault):
+    """Keys encrypted with ``key`` (32 bytes) under ``root``; URLs signed with ``signing_key``."""
+
+    def __init__(self, root: Path, *, key: bytes, signing_key: bytes, base_url: str) -> None:
+        super().__init__(key=key, signing_key=signing_key, base_url=base_url)
+        self._root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"FileVault(root={str(self._root)!r}, base_url={self._base_url!r})"
+
+    def path_for(self, ref: str) -> Path:
+        return self._root / ref_file_name(ref)
+
+    def _is_kept(self, ref: str) -> bool:
+        return self.path_for(ref).exists()
+
+    def _keep(self, ref: str, envelope: bytes) -> None:
+        try:
+            self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            create_once(self.path_for(ref), envelope)
+        except OSError as exc:
+            raise VaultError("the key could not be written to the vault", ref=ref) from exc
+
+    def _load(self, ref: str) -> bytes:
+        try:
+            return self.path_for(ref).read_bytes()
+        except FileNotFoundError:
+            raise VaultError(
+                "no key is stored under this ref", code="key_missing", ref=ref
+            ) from None
+        except OSError as exc:
+            raise VaultError("the key could not be read from the vault", ref=ref) from exc

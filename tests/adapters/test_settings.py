@@ -308,3 +308,110 @@ def test_settings_are_frozen_and_keep_secrets_out_of_their_repr(tmp_path: Path) 
         settings.public_url = "https://other.example"  # type: ignore[misc]
     assert "admin-secret-token" not in repr(settings)
     assert "v" * 32 not in repr(settings)
+
+
+# --- a shop on a shared database (BITLOOT_DATABASE_URL) -----------------------------------
+
+DB_URL = "postgresql://shop:db-password@db.example:5432/bitloot"
+SHARED = {
+    "BITLOOT_DATABASE_URL": DB_URL,
+    "BITLOOT_NOWPAYMENTS_IPN_SECRET": "np-ipn-secret",
+    "BITLOOT_VAULT_KEY": base64.b64encode(b"v" * 32).decode(),
+    "BITLOOT_SIGNING_KEY": base64.b64encode(b"s" * 32).decode(),
+    "BITLOOT_ADMIN_TOKEN": "admin-from-env",
+}
+SECRET_NAMES = {
+    "BITLOOT_NOWPAYMENTS_IPN_SECRET": "the IPN secret",
+    "BITLOOT_VAULT_KEY": "the vault key",
+    "BITLOOT_SIGNING_KEY": "the key-URL signing key",
+    "BITLOOT_ADMIN_TOKEN": "the admin token",
+}
+
+
+def test_without_a_database_url_the_shop_keeps_sqlite_and_the_file_vault(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, env={})
+    assert (settings.database_url, settings.vault_kind) == (None, "file")
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["sandbox", "live"])
+def test_a_shared_database_names_every_missing_secret(tmp_path: Path, *, live: bool) -> None:
+    env = {"BITLOOT_DATABASE_URL": DB_URL, **(LIVE if live else {})}
+    env.pop("BITLOOT_NOWPAYMENTS_IPN_SECRET", None)
+    with pytest.raises(ConfigError) as missing:
+        load_settings(
+            data_dir=tmp_path / "d", env=env | {"BITLOOT_PUBLIC_URL": "https://s.example"}
+        )
+    for name, what in SECRET_NAMES.items():
+        assert f"{name} ({what})" in str(missing.value)
+    assert "db-password" not in str(missing.value)
+    assert not (tmp_path / "d").exists()
+    # One missing: only it is named.
+    with pytest.raises(ConfigError) as one:
+        load_settings(data_dir=tmp_path, env={**SHARED, "BITLOOT_ADMIN_TOKEN": ""})
+    assert "BITLOOT_ADMIN_TOKEN" in str(one.value)
+    assert "BITLOOT_VAULT_KEY" not in str(one.value)
+
+
+def test_a_shared_database_takes_its_secrets_from_the_environment_only(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, env=SHARED)
+    assert settings.database_url == DB_URL
+    assert (settings.ipn_secret, settings.admin_token) == ("np-ipn-secret", "admin-from-env")
+    assert (settings.vault_key, settings.signing_key) == (b"v" * 32, b"s" * 32)
+    assert settings.vault_kind == "database"
+    assert settings.database_pool_size == 10
+    shared = {"vault_key", "signing_key", "nowpayments_ipn_secret", "admin_token"}
+    assert not shared & set(kept(tmp_path))
+    assert not shared & settings.generated
+    assert "db-password" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("vault", "extra", "kind"),
+    [
+        ("file", {}, "file"),
+        ("DATABASE", {}, "database"),
+        (
+            "s3",
+            {
+                "BITLOOT_S3_BUCKET": "keys",
+                "BITLOOT_S3_ACCESS_KEY_ID": "AKID",
+                "BITLOOT_S3_SECRET_ACCESS_KEY": "r2-secret",
+                "BITLOOT_R2_ACCOUNT_ID": "acct",
+            },
+            "s3",
+        ),
+    ],
+)
+def test_bitloot_vault_chooses_where_keys_go(
+    tmp_path: Path, vault: str, extra: dict[str, str], kind: str
+) -> None:
+    settings = load_settings(data_dir=tmp_path, env={**SHARED, "BITLOOT_VAULT": vault, **extra})
+    assert settings.vault_kind == kind
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"BITLOOT_VAULT": "floppy"}, "vault must be one of database, file, s3"),
+        ({"BITLOOT_VAULT": "s3"}, "vault s3 needs the S3 settings"),
+        ({"BITLOOT_DATABASE_URL": "mysql://shop:db-password@db/x"}, "must be a postgresql://"),
+        ({"BITLOOT_DATABASE_POOL_SIZE": "0"}, "BITLOOT_DATABASE_POOL_SIZE must be between 1"),
+    ],
+)
+def test_database_and_vault_settings_are_checked(
+    tmp_path: Path, env: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(ConfigError, match=problem) as refused:
+        load_settings(data_dir=tmp_path, env={**SHARED, **env})
+    assert "db-password" not in str(refused.value)
+
+
+def test_database_settings_built_in_code_are_checked(tmp_path: Path) -> None:
+    assert _valid(tmp_path, database_url=DB_URL, vault="database").vault_kind == "database"
+    for name, value in {
+        "database_url": "sqlite:///x.db",
+        "database_pool_size": 0,
+        "vault": "tape",
+    }.items():
+        with pytest.raises(ConfigError, match=name):
+            _valid(tmp_path, **{name: value})
