@@ -36,8 +36,8 @@ from bitloot_core.errors import BitlootError
 from bitloot_core.values import Job, JobState, Order
 
 DEFAULT_DATA_DIR: Final = ".bitloot-data"
-# The only command that may start a shop in a data dir never used.
-_STARTS_A_SHOP: Final = frozenset({"worker"})
+# The commands that may start a shop in a data dir never used.
+_STARTS_A_SHOP: Final = frozenset({"worker", "migrate"})
 
 
 def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:

@@ -415,7 +415,9 @@ def load_settings(
         name for name in _KEPT if not from_env.get(name) and (sandbox or name not in _SANDBOX_ONLY)
     )
     try:
-        if must_exist and (not data_dir.is_dir() or data_dir_mode(data_dir) is None):
+        # A shop on a shared database lives there: a new host's data dir may be empty.
+        never_used = not data_dir.is_dir() or data_dir_mode(data_dir) is None
+        if must_exist and database_url is None and never_used:
             raise ConfigError(
                 f"no shop data dir at {data_dir}: start the shop there first, or point "
                 f"--data-dir (or {PREFIX}DATA_DIR) at an existing one"

@@ -36,6 +36,7 @@ LIVE = {
     "BITLOOT_NOWPAYMENTS_API_KEY": "np-key",
     "BITLOOT_KINGUIN_API_KEY": "kg-key",
     "BITLOOT_PUBLIC_URL": "https://shop.example",
+    "BITLOOT_SMTP_URL": "smtp://127.0.0.1:1",
     **SECRETS,
 }
 
@@ -138,3 +139,12 @@ def test_an_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
     assert run.returncode == 1
     assert "the database is unavailable" in err
     assert "db-password" not in err + out
+
+
+def test_a_new_host_reads_the_shared_shop_with_an_empty_data_dir(
+    pg_url: str, tmp_path: Path
+) -> None:
+    env = {**SECRETS, "BITLOOT_DATABASE_URL": pg_url}
+    run = bitloot(tmp_path / "new-host", env, "orders")
+    out, err = run.communicate(timeout=60)
+    assert (run.returncode, out) == (0, "no orders\n"), err
