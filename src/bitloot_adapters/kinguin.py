@@ -1,6 +1,6 @@
 """The Kinguin eCommerce API client: the ``KeySupplier`` port over an injected ``httpx.Client``.
 
-``fulfil(order_id=..., lines=...)`` buys the lines and returns every key:
+``fulfill(order_id=..., lines=...)`` buys the lines and returns every key:
 
 1. Look for the Kinguin orders already placed for ``order_id``
    (``GET /v1/order?orderExternalId=``, for ``order_id`` and for each product's own id
@@ -126,7 +126,7 @@ class KinguinClient:
     def __repr__(self) -> str:
         return f"KinguinClient(base_url={self._base_url!r})"
 
-    def fulfil(self, *, order_id: str, lines: Sequence[tuple[str, int]]) -> list[SuppliedKey]:
+    def fulfill(self, *, order_id: str, lines: Sequence[tuple[str, int]]) -> list[SuppliedKey]:
         """Buy ``(productId, qty)`` lines for ``order_id`` (once) and return every key."""
         wanted = _wanted(order_id, lines)
         orders = self._found_orders(order_id, wanted)

@@ -144,7 +144,7 @@ class PaymentGateway(Protocol):
 
 
 class KeySupplier(Protocol):
-    def fulfil(self, *, order_id: str, lines: Sequence[tuple[str, int]]) -> list[SuppliedKey]:
+    def fulfill(self, *, order_id: str, lines: Sequence[tuple[str, int]]) -> list[SuppliedKey]:
         """Buy ``(product_ref, quantity)`` lines for ``order_id`` and return every key.
 
         Must never buy twice for one ``order_id``: look the order up by its external id

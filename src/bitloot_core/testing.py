@@ -392,7 +392,7 @@ class FakeSupplier:
         self.fail_next: list[Exception] = []
         self._serial = itertools.count(1)
 
-    def fulfil(self, *, order_id: str, lines: Sequence[tuple[str, int]]) -> list[SuppliedKey]:
+    def fulfill(self, *, order_id: str, lines: Sequence[tuple[str, int]]) -> list[SuppliedKey]:
         self.calls.append(order_id)
         if self.fail_next:
             raise self.fail_next.pop(0)

@@ -90,8 +90,8 @@ def posts(sandbox: KinguinSandbox) -> list[str | None]:
     return [c.order_external_id for c in sandbox.calls if c.method == "POST"]
 
 
-def test_fulfil_buys_once_and_returns_every_key_in_line_order(client, sandbox):
-    keys = client.fulfil(order_id="ord_1", lines=[(STARDEW, 2), (CSS, 1)])
+def test_fulfill_buys_once_and_returns_every_key_in_line_order(client, sandbox):
+    keys = client.fulfill(order_id="ord_1", lines=[(STARDEW, 2), (CSS, 1)])
 
     assert [key.product_ref for key in keys] == [STARDEW, STARDEW, CSS]
     assert all(key.content_type == "text/plain" for key in keys)
@@ -105,7 +105,7 @@ def test_fulfil_buys_once_and_returns_every_key_in_line_order(client, sandbox):
 
 
 def test_the_order_carries_each_product_with_its_exact_price(client, sandbox):
-    client.fulfil(order_id="ord_1", lines=[(HOLLOW, 1), (CSS, 2)])
+    client.fulfill(order_id="ord_1", lines=[(HOLLOW, 1), (CSS, 2)])
 
     (post,) = [c for c in sandbox.calls if c.method == "POST"]
     assert post.body == (
@@ -115,9 +115,9 @@ def test_the_order_carries_each_product_with_its_exact_price(client, sandbox):
     )
 
 
-def test_a_second_fulfil_finds_the_order_and_buys_nothing(client, sandbox):
-    first = client.fulfil(order_id="ord_1", lines=[(CSS, 2)])
-    again = client.fulfil(order_id="ord_1", lines=[(CSS, 2)])
+def test_a_second_fulfill_finds_the_order_and_buys_nothing(client, sandbox):
+    first = client.fulfill(order_id="ord_1", lines=[(CSS, 2)])
+    again = client.fulfill(order_id="ord_1", lines=[(CSS, 2)])
 
     assert [key.secret for key in again] == [key.secret for key in first]
     assert posts(sandbox) == ["ord_1"]
@@ -129,11 +129,11 @@ def test_a_post_that_times_out_after_placing_the_order_is_never_placed_twice(cli
     sandbox.outage(1, "slow", method="POST", path="/v2/order")
 
     with pytest.raises(SupplierUnavailable) as caught:
-        client.fulfil(order_id="ord_1", lines=[(CSS, 1), (STARDEW, 1)])
+        client.fulfill(order_id="ord_1", lines=[(CSS, 1), (STARDEW, 1)])
     assert isinstance(caught.value.__cause__, httpx.TimeoutException)
     assert caught.value.retryable
 
-    keys = client.fulfil(order_id="ord_1", lines=[(CSS, 1), (STARDEW, 1)])
+    keys = client.fulfill(order_id="ord_1", lines=[(CSS, 1), (STARDEW, 1)])
 
     assert [key.product_ref for key in keys] == [CSS, STARDEW]
     assert posts(sandbox) == ["ord_1"]
@@ -144,10 +144,10 @@ def test_a_post_that_times_out_before_placing_the_order_is_placed_on_retry(clien
     sandbox.outage(1, "timeout", method="POST")
 
     with pytest.raises(SupplierUnavailable, match="timed out"):
-        client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+        client.fulfill(order_id="ord_1", lines=[(CSS, 1)])
     assert sandbox.orders == []
 
-    assert len(client.fulfil(order_id="ord_1", lines=[(CSS, 1)])) == 1
+    assert len(client.fulfill(order_id="ord_1", lines=[(CSS, 1)])) == 1
     assert len(sandbox.orders) == 1
 
 
@@ -160,7 +160,7 @@ def test_keys_are_read_across_pages(http, server, sandbox, sleeper):
         sandbox.add_product(product)
     client = make_client(http, server, sleeper, page_limit=25)
 
-    keys = client.fulfil(order_id="ord_big", lines=[(p.product_id, 9) for p in products])
+    keys = client.fulfill(order_id="ord_big", lines=[(p.product_id, 9) for p in products])
 
     assert len(keys) == 90
     assert len({key.secret for key in keys}) == 90
@@ -172,7 +172,7 @@ def test_keys_are_read_across_pages(http, server, sandbox, sleeper):
 def test_a_last_page_that_is_full_is_followed_by_an_empty_one(http, server, sandbox, sleeper):
     client = make_client(http, server, sleeper, page_limit=3)
 
-    keys = client.fulfil(order_id="ord_1", lines=[(CSS, 6)])
+    keys = client.fulfill(order_id="ord_1", lines=[(CSS, 6)])
 
     assert len(keys) == 6
     assert len([c for c in sandbox.calls if c.path.endswith("/keys")]) == 3  # 3 + 3 + 0
@@ -182,7 +182,7 @@ def test_keys_that_arrive_after_a_delay_are_waited_for(http, server, sandbox, sl
     sandbox.key_delay = 10.0
     client = make_client(http, server, sleeper, key_wait=30.0, poll_interval=4.0)
 
-    keys = client.fulfil(order_id="ord_1", lines=[(CSS, 2), (STARDEW, 2)])
+    keys = client.fulfill(order_id="ord_1", lines=[(CSS, 2), (STARDEW, 2)])
 
     assert len(keys) == 4
     # Keys arrive at 2.5 s, 5 s, 7.5 s and 10 s after the order: three polls of 4 s.
@@ -196,21 +196,21 @@ def test_keys_still_missing_after_key_wait_are_retryable_and_found_later(
     client = make_client(http, server, sleeper, key_wait=5.0, poll_interval=2.0)
 
     with pytest.raises(KeysPending, match="keys not yet delivered") as caught:
-        client.fulfil(order_id="ord_1", lines=[(CSS, 3)])
+        client.fulfill(order_id="ord_1", lines=[(CSS, 3)])
     assert caught.value.kind == "KeysPending"
     assert caught.value.retryable
     assert not caught.value.preorder
     assert sleeper.pauses == [2.0, 2.0, 1.0]
 
     clock.advance(timedelta(minutes=1))
-    keys = client.fulfil(order_id="ord_1", lines=[(CSS, 3)])
+    keys = client.fulfill(order_id="ord_1", lines=[(CSS, 3)])
 
     assert len(keys) == 3
     assert posts(sandbox) == ["ord_1"]
 
 
 def test_image_keys_are_decoded_to_png_bytes(client):
-    (key,) = client.fulfil(order_id="ord_1", lines=[(HOLLOW, 1)])
+    (key,) = client.fulfill(order_id="ord_1", lines=[(HOLLOW, 1)])
 
     assert key.content_type == "image/png"
     png = key.secret
@@ -230,11 +230,11 @@ def test_an_outage_of_three_calls_is_retryable_then_succeeds(client, sandbox, mo
 
     for _ in range(3):
         with pytest.raises(SupplierUnavailable) as caught:
-            client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+            client.fulfill(order_id="ord_1", lines=[(CSS, 1)])
         assert caught.value.retryable
         assert API_KEY not in str(caught.value)
 
-    assert len(client.fulfil(order_id="ord_1", lines=[(CSS, 1)])) == 1
+    assert len(client.fulfill(order_id="ord_1", lines=[(CSS, 1)])) == 1
     assert len(sandbox.orders) == 1
 
 
@@ -242,11 +242,11 @@ def test_order_failed_is_retryable_and_the_retry_buys_once(client, sandbox):
     sandbox.outage(1, "order_failed", method="POST")
 
     with pytest.raises(SupplierUnavailable) as caught:
-        client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+        client.fulfill(order_id="ord_1", lines=[(CSS, 1)])
 
     assert caught.value.kind == "OrderFailed"
     assert caught.value.status == 422
-    assert len(client.fulfil(order_id="ord_1", lines=[(CSS, 1)])) == 1
+    assert len(client.fulfill(order_id="ord_1", lines=[(CSS, 1)])) == 1
     assert len(sandbox.orders) == 1
 
 
@@ -254,18 +254,18 @@ def test_resource_lock_is_retryable(client, sandbox):
     sandbox.outage(1, "resource_lock", method="POST")
 
     with pytest.raises(SupplierUnavailable) as caught:
-        client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+        client.fulfill(order_id="ord_1", lines=[(CSS, 1)])
 
     assert caught.value.kind == "ResourceLock"
     assert caught.value.status == 409
-    assert len(client.fulfil(order_id="ord_1", lines=[(CSS, 1)])) == 1
+    assert len(client.fulfill(order_id="ord_1", lines=[(CSS, 1)])) == 1
 
 
 def test_insufficient_balance_needs_an_admin(client, sandbox):
     sandbox.balance = Decimal("5.00")
 
     with pytest.raises(SupplierError) as caught:
-        client.fulfil(order_id="ord_1", lines=[(STARDEW, 1)])
+        client.fulfill(order_id="ord_1", lines=[(STARDEW, 1)])
 
     assert type(caught.value) is SupplierError
     assert not caught.value.retryable
@@ -279,7 +279,7 @@ def test_a_quantity_short_of_the_order_is_unavailable_and_buys_nothing(client, s
     )
 
     with pytest.raises(ProductUnavailable, match="1 in stock, 2 ordered") as caught:
-        client.fulfil(order_id="ord_1", lines=[(CSS, 1), ("rare", 2)])
+        client.fulfill(order_id="ord_1", lines=[(CSS, 1), ("rare", 2)])
 
     assert caught.value.kind == "ProductUnavailable"
     assert not caught.value.retryable
@@ -290,7 +290,7 @@ def test_an_out_of_stock_lookup_404_is_unavailable_not_an_http_error(client, san
     sandbox.set_stock(STARDEW, 0)
 
     with pytest.raises(ProductUnavailable, match="not found or out of stock") as caught:
-        client.fulfil(order_id="ord_1", lines=[(STARDEW, 1)])
+        client.fulfill(order_id="ord_1", lines=[(STARDEW, 1)])
 
     assert caught.value.kind == "ProductUnavailable"
     assert caught.value.status == 404
@@ -300,7 +300,7 @@ def test_an_out_of_stock_lookup_404_is_unavailable_not_an_http_error(client, san
 
 def test_an_unknown_product_is_unavailable(client, sandbox):
     with pytest.raises(ProductUnavailable) as caught:
-        client.fulfil(order_id="ord_1", lines=[("no-such-product", 1)])
+        client.fulfill(order_id="ord_1", lines=[("no-such-product", 1)])
 
     assert caught.value.status == 404
     assert not caught.value.retryable
@@ -318,7 +318,7 @@ def test_stock_sold_between_lookup_and_purchase_is_unavailable(client, sandbox):
     sandbox.handle = sell_out_before_the_post  # type: ignore[method-assign]
 
     with pytest.raises(ProductUnavailable) as caught:
-        client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+        client.fulfill(order_id="ord_1", lines=[(CSS, 1)])
 
     assert caught.value.status == 400
     assert sandbox.orders == []
@@ -345,9 +345,9 @@ class LaggingSearch:
 
 def test_a_refused_repeat_external_id_adopts_the_order_kinguin_holds(http, sandbox, sleeper):
     with SandboxServer(sandbox) as direct:
-        first = make_client(http, direct, sleeper).fulfil(order_id="ord_1", lines=[(CSS, 2)])
+        first = make_client(http, direct, sleeper).fulfill(order_id="ord_1", lines=[(CSS, 2)])
     with SandboxServer(LaggingSearch(sandbox, misses=1)) as lagging:
-        again = make_client(http, lagging, sleeper).fulfil(order_id="ord_1", lines=[(CSS, 2)])
+        again = make_client(http, lagging, sleeper).fulfill(order_id="ord_1", lines=[(CSS, 2)])
 
     assert [k.secret for k in again] == [k.secret for k in first]
     assert [c.status for c in sandbox.calls if c.method == "POST"] == [201, 422]
@@ -357,11 +357,11 @@ def test_a_refused_repeat_external_id_adopts_the_order_kinguin_holds(http, sandb
 
 def test_a_refusal_with_no_order_to_adopt_is_not_hidden(http, sandbox, sleeper):
     with SandboxServer(sandbox) as direct:
-        make_client(http, direct, sleeper).fulfil(order_id="ord_1", lines=[(CSS, 1)])
+        make_client(http, direct, sleeper).fulfill(order_id="ord_1", lines=[(CSS, 1)])
     with SandboxServer(LaggingSearch(sandbox, misses=2)) as lagging:
         client = make_client(http, lagging, sleeper)
         with pytest.raises(SupplierError) as caught:
-            client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+            client.fulfill(order_id="ord_1", lines=[(CSS, 1)])
 
     assert caught.value.kind == "ConstraintViolation"
     assert caught.value.status == 422
@@ -370,21 +370,21 @@ def test_a_refusal_with_no_order_to_adopt_is_not_hidden(http, sandbox, sleeper):
 
 def test_an_adopted_order_holding_other_products_needs_an_admin(http, sandbox, sleeper):
     with SandboxServer(sandbox) as direct:
-        make_client(http, direct, sleeper).fulfil(order_id="ord_1", lines=[(CSS, 1)])
+        make_client(http, direct, sleeper).fulfill(order_id="ord_1", lines=[(CSS, 1)])
     with SandboxServer(LaggingSearch(sandbox, misses=1)) as lagging:
         client = make_client(http, lagging, sleeper)
         with pytest.raises(SupplierError, match="other products"):
-            client.fulfil(order_id="ord_1", lines=[(STARDEW, 1)])
+            client.fulfill(order_id="ord_1", lines=[(STARDEW, 1)])
     assert len(sandbox.orders) == 1
 
 
 def test_a_canceled_kinguin_order_is_never_bought_again(client, sandbox):
-    client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+    client.fulfill(order_id="ord_1", lines=[(CSS, 1)])
     (order,) = sandbox.orders
     sandbox.cancel(order["orderId"], "refunded")
 
     with pytest.raises(SupplierOrderCanceled, match="is refunded") as caught:
-        client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+        client.fulfill(order_id="ord_1", lines=[(CSS, 1)])
 
     assert caught.value.kind == "refunded"
     assert not caught.value.retryable
@@ -407,7 +407,7 @@ def test_a_pre_order_is_ordered_on_its_own_and_waited_for_until_its_release(clie
     preorder(sandbox, clock)
 
     with pytest.raises(KeysPending) as caught:
-        client.fulfil(order_id="ord_1", lines=[(CSS, 1), ("pre", 2)])
+        client.fulfill(order_id="ord_1", lines=[(CSS, 1), ("pre", 2)])
 
     assert caught.value.preorder
     assert caught.value.retryable
@@ -421,7 +421,7 @@ def test_a_pre_order_is_ordered_on_its_own_and_waited_for_until_its_release(clie
     )
 
     clock.advance(timedelta(days=30))
-    keys = client.fulfil(order_id="ord_1", lines=[(CSS, 1), ("pre", 2)])
+    keys = client.fulfill(order_id="ord_1", lines=[(CSS, 1), ("pre", 2)])
 
     assert [key.product_ref for key in keys] == [CSS, "pre", "pre"]
     assert len(sandbox.orders) == 2
@@ -432,7 +432,7 @@ def test_two_pre_orders_are_two_requests(client, sandbox, clock):
     preorder(sandbox, clock, "pre-b")
 
     with pytest.raises(KeysPending):
-        client.fulfil(order_id="ord_1", lines=[("pre-a", 1), ("pre-b", 1)])
+        client.fulfill(order_id="ord_1", lines=[("pre-a", 1), ("pre-b", 1)])
 
     assert sorted(posts(sandbox)) == ["ord_1-pre-a", "ord_1-pre-b"]
 
@@ -440,10 +440,10 @@ def test_two_pre_orders_are_two_requests(client, sandbox, clock):
 def test_a_pre_order_found_on_retry_still_waits_as_a_pre_order(client, sandbox, clock):
     preorder(sandbox, clock)
     with pytest.raises(KeysPending):
-        client.fulfil(order_id="ord_1", lines=[("pre", 1)])
+        client.fulfill(order_id="ord_1", lines=[("pre", 1)])
 
     with pytest.raises(KeysPending) as caught:
-        client.fulfil(order_id="ord_1", lines=[("pre", 1)])
+        client.fulfill(order_id="ord_1", lines=[("pre", 1)])
 
     assert caught.value.preorder
     assert posts(sandbox) == ["ord_1-pre"]
@@ -462,11 +462,11 @@ def test_a_part_placed_earlier_is_kept_and_only_the_rest_is_bought(client, sandb
 
     sandbox.handle = fail_the_second_purchase  # type: ignore[method-assign]
     with pytest.raises(SupplierUnavailable):
-        client.fulfil(order_id="ord_1", lines=[(CSS, 1), ("pre", 1)])
+        client.fulfill(order_id="ord_1", lines=[(CSS, 1), ("pre", 1)])
     assert posts(sandbox) == ["ord_1"]
     clock.advance(timedelta(days=30))  # released: no longer a pre-order
 
-    keys = client.fulfil(order_id="ord_1", lines=[(CSS, 1), ("pre", 1)])
+    keys = client.fulfill(order_id="ord_1", lines=[(CSS, 1), ("pre", 1)])
 
     # The shared id holds the first part: the rest goes under its own id.
     assert [key.product_ref for key in keys] == [CSS, "pre"]
@@ -477,7 +477,7 @@ def test_a_part_placed_earlier_is_kept_and_only_the_rest_is_bought(client, sandb
 def test_line_wrapped_image_keys_are_decoded_and_the_raw_serial_kept(client, sandbox):
     sandbox.wrap_image_keys = True
 
-    (key,) = client.fulfil(order_id="ord_1", lines=[(HOLLOW, 1)])
+    (key,) = client.fulfill(order_id="ord_1", lines=[(HOLLOW, 1)])
 
     assert key.raw is not None
     assert "\r\n" in key.raw
@@ -490,7 +490,7 @@ def test_a_wrong_api_key_is_an_authorization_error_without_the_key(http, server,
     client = KinguinClient(http, api_key=wrong_key, base_url=server.url, sleep=sleeper)
 
     with pytest.raises(SupplierError) as caught:
-        client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+        client.fulfill(order_id="ord_1", lines=[(CSS, 1)])
 
     assert type(caught.value) is SupplierError
     assert caught.value.kind == "Authorization"
@@ -513,7 +513,7 @@ def test_a_wrong_api_key_is_an_authorization_error_without_the_key(http, server,
 )
 def test_lines_beyond_kinguin_limits_are_refused_before_any_call(client, sandbox, lines, match):
     with pytest.raises(SupplierError, match=match) as caught:
-        client.fulfil(order_id="ord_1", lines=lines)
+        client.fulfill(order_id="ord_1", lines=lines)
 
     assert not caught.value.retryable
     assert sandbox.calls == []
@@ -526,7 +526,7 @@ def test_a_refused_connection_is_retryable(http, sleeper):
     client = KinguinClient(http, api_key=API_KEY, base_url=f"http://127.0.0.1:{port}")
 
     with pytest.raises(SupplierUnavailable) as caught:
-        client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+        client.fulfill(order_id="ord_1", lines=[(CSS, 1)])
 
     assert isinstance(caught.value.__cause__, httpx.ConnectError)
 
@@ -553,10 +553,10 @@ class FoundOrderApp:
         return SandboxResponse(status=200, body=json.dumps(body).encode())
 
 
-def fulfil_against(http, app) -> list:
+def fulfill_against(http, app) -> list:
     with SandboxServer(app) as server:
         client = KinguinClient(http, api_key=API_KEY, base_url=server.url, key_wait=0)
-        return client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+        return client.fulfill(order_id="ord_1", lines=[(CSS, 1)])
 
 
 def key(**fields: object) -> dict[str, object]:
@@ -577,7 +577,7 @@ def key(**fields: object) -> dict[str, object]:
 )
 def test_a_bad_key_is_not_retryable_and_never_quoted(http, bad_key, match):
     with pytest.raises(SupplierError, match=match) as caught:
-        fulfil_against(http, FoundOrderApp([bad_key]))
+        fulfill_against(http, FoundOrderApp([bad_key]))
 
     assert caught.value.kind == "BadKey"
     assert not caught.value.retryable
@@ -586,7 +586,7 @@ def test_a_bad_key_is_not_retryable_and_never_quoted(http, bad_key, match):
 
 def test_a_canceled_order_needs_an_admin(http):
     with pytest.raises(SupplierOrderCanceled, match="is canceled") as caught:
-        fulfil_against(http, FoundOrderApp([key()], status="canceled"))
+        fulfill_against(http, FoundOrderApp([key()], status="canceled"))
     assert not caught.value.retryable
 
 
@@ -595,11 +595,11 @@ def test_a_found_order_with_other_products_needs_an_admin(http):
     app.order["products"] = [{"productId": STARDEW, "qty": 1}]
 
     with pytest.raises(SupplierError, match="other products"):
-        fulfil_against(http, app)
+        fulfill_against(http, app)
 
 
 def test_a_found_order_serves_its_keys(http):
-    (supplied,) = fulfil_against(http, FoundOrderApp([key()]))
+    (supplied,) = fulfill_against(http, FoundOrderApp([key()]))
 
     assert supplied.secret == b"AAAAA-BBBBB-CCCCC"
     assert supplied.product_ref == CSS
@@ -612,7 +612,7 @@ def test_keys_go_to_items_in_key_id_order_whatever_order_kinguin_lists_them(http
         app.order["products"] = [{"productId": CSS, "qty": 2}]
         with SandboxServer(app) as server:
             client = KinguinClient(http, api_key=API_KEY, base_url=server.url, key_wait=0)
-            supplied = client.fulfil(order_id="ord_1", lines=[(CSS, 2)])
+            supplied = client.fulfill(order_id="ord_1", lines=[(CSS, 2)])
         assert [k.secret for k in supplied] == [b"FIRST", b"SECOND"]
 
 
@@ -623,7 +623,7 @@ def test_the_key_wait_counts_time_spent_in_requests_too(http, server, sandbox, s
         http, server, sleeper, key_wait=20.0, poll_interval=5.0, monotonic=lambda: next(ticks)
     )
     with pytest.raises(SupplierUnavailable, match="keys not yet delivered"):
-        client.fulfil(order_id="ord_1", lines=[(CSS, 1)])
+        client.fulfill(order_id="ord_1", lines=[(CSS, 1)])
     # The pauses alone (5 s each) would have allowed four; the clock says 20 s are up.
     assert len(sleeper.pauses) < 4
 

@@ -274,7 +274,7 @@ def test_retry_is_refused_for_an_order_that_is_not_stuck(server: RunningServer) 
 # --- the key pool ---------------------------------------------------------------------------
 
 
-def test_empty_pool_dead_letters_then_added_keys_and_a_retry_fulfil(
+def test_empty_pool_dead_letters_then_added_keys_and_a_retry_fulfill(
     server: RunningServer,
 ) -> None:
     order = paid(server, SOLD_OUT)

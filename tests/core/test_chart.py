@@ -187,10 +187,10 @@ def test_fulfillment_failure_flag_is_raised_and_cleared() -> None:
 
 def test_admin_resolutions() -> None:
     late = frozenset({Flag.PAID_LATE})
-    fulfil = chart.apply(S.EXPIRED, late, E.ADMIN_FULFILL)
-    assert fulfil.status is S.PAID
-    assert fulfil.flags == {Flag.MARKED}
-    assert fulfil.effects == (Effect.ENQUEUE_FULFILLMENT,)
+    fulfill = chart.apply(S.EXPIRED, late, E.ADMIN_FULFILL)
+    assert fulfill.status is S.PAID
+    assert fulfill.flags == {Flag.MARKED}
+    assert fulfill.effects == (Effect.ENQUEUE_FULFILLMENT,)
     refund = chart.apply(S.UNDERPAID, frozenset(), E.ADMIN_REFUND)
     assert refund.status is S.FAILED
     assert refund.flags == {Flag.MARKED, Flag.REFUNDED}

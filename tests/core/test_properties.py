@@ -78,8 +78,8 @@ def test_any_ipn_sequence_is_safe(sequence: list[tuple[str, str, str]]) -> None:
     elif before_first_full in {OrderStatus.EXPIRED, OrderStatus.FAILED, OrderStatus.UNDERPAID}:
         assert final.status is before_first_full
         assert Flag.PAID_LATE in final.flags
-    fulfil_jobs = [j for j in kit.checkout.list_jobs() if j.key.startswith("fulfill:")]
-    assert len(fulfil_jobs) <= 1
+    fulfill_jobs = [j for j in kit.checkout.list_jobs() if j.key.startswith("fulfill:")]
+    assert len(fulfill_jobs) <= 1
     assert len(kit.mailer.sent) <= 1
     assert len(kit.supplier.orders) <= 1
     if final.status is OrderStatus.FULFILLED:

@@ -205,8 +205,8 @@ class _SlowSupplier(FakeSupplier):
         self.took_over: list[str] = []
         self._busy = False
 
-    def fulfil(self, *, order_id: str, lines: list[tuple[str, int]]) -> list[SuppliedKey]:  # type: ignore[override]
-        keys = super().fulfil(order_id=order_id, lines=lines)
+    def fulfill(self, *, order_id: str, lines: list[tuple[str, int]]) -> list[SuppliedKey]:  # type: ignore[override]
+        keys = super().fulfill(order_id=order_id, lines=lines)
         if not self._busy:
             self._busy = True  # the second worker's call must not start a third
             self._kit.clock.advance(timedelta(minutes=3))
@@ -398,16 +398,16 @@ def test_a_worker_that_lost_its_lease_never_buys() -> None:
 def test_one_pass_leases_each_job_just_before_running_it(kit: Kit) -> None:
     first, second = paid_order(kit), paid_order(kit, "celeste")
     leases: list[datetime | None] = []
-    original = kit.supplier.fulfil
+    original = kit.supplier.fulfill
 
-    def slow_fulfil(**call: object):
+    def slow_fulfill(**call: object):
         leases.append(
             next(j.lease_until for j in kit.checkout.list_jobs() if j.state is JobState.RUNNING)
         )
         kit.clock.advance(timedelta(seconds=90))  # each purchase takes 90 s of the 120 s lease
         return original(**call)  # type: ignore[arg-type]
 
-    kit.supplier.fulfil = slow_fulfil  # type: ignore[method-assign]
+    kit.supplier.fulfill = slow_fulfill  # type: ignore[method-assign]
     kit.checkout.run_due_jobs()
     assert kit.supplier.calls == [first, second]
     assert leases[1] is not None

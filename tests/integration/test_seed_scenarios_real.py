@@ -339,7 +339,7 @@ def test_fake_webhook_is_refused_and_logged(kit: RealKit) -> None:
 # Scenario 10: duplicate webhook ------------------------------------------------------------
 
 
-def test_duplicate_webhooks_fulfil_once(kit: RealKit) -> None:
+def test_duplicate_webhooks_fulfill_once(kit: RealKit) -> None:
     created, payment = kit.buy([("stardew-valley", 1)])
     deliveries = kit.pay(payment, duplicate=True)
     assert [d.status for d in deliveries] == [s for s in FULL_IPNS for _ in range(2)]

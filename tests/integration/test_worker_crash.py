@@ -112,7 +112,7 @@ def test_killed_worker_mid_fulfillment_buys_once(tmp_path: Path) -> None:
                 wait_for(
                     lambda: mail_dir.exists() and any(mail_dir.glob("*.eml")),
                     timeout=30,
-                    what="the second worker to fulfil the order and send the email",
+                    what="the second worker to fulfill the order and send the email",
                     poll=0.05,
                 )
                 wait_for(

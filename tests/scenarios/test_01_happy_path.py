@@ -115,7 +115,7 @@ def payment_confirmed(server: RunningServer, order: Placed, payment: dict[str, A
 def keys_fetched(server: RunningServer, order: Placed) -> str:
     """Step 5: the key bought from Kinguin and stored; `fulfilled`. Returns the item id.
 
-    The worker pass that fulfils the order also sends the email it enqueued (step 6).
+    The worker pass that fulfills the order also sends the email it enqueued (step 6).
     """
     assert run_jobs(server) == [
         {"key": f"fulfill:{order.id}", "outcome": "done"},

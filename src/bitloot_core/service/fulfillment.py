@@ -58,7 +58,7 @@ def _from_supplier(
     for item in items:
         ref = item.supplier_ref or item.product_id
         wanted[ref] = wanted.get(ref, 0) + item.quantity
-    keys = ctx.supplier.fulfil(order_id=order.id, lines=sorted(wanted.items()))
+    keys = ctx.supplier.fulfill(order_id=order.id, lines=sorted(wanted.items()))
     by_product: dict[str, list[int]] = {}
     for index, key in enumerate(keys):
         by_product.setdefault(key.product_ref, []).append(index)
