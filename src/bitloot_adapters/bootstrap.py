@@ -1,8 +1,9 @@
 """The composition root: the one place that builds a running shop from settings.
 
 ``build_shop(settings)`` wires the store (SQLite in the data dir, or PostgreSQL when
-``BITLOOT_DATABASE_URL`` is set), the NOWPayments and Kinguin clients (or,
-in sandbox mode, the sandbox servers on loopback), the vault, the mailer, logging and
+``BITLOOT_DATABASE_URL`` is set), the payment providers' clients (one line each in
+``PROVIDERS``) and Kinguin's (or, in sandbox mode, the sandbox servers on loopback), the
+vault, the mailer, logging and
 metrics into a ``Checkout``. Every part can be given instead (``store=``, ``gateway=``,
 ``supplier=``, ``vault=``, ``mailer=``, ``clock=``, ...), typed on the core's ports, so a
 host application or a test swaps one part and keeps the rest of the wiring. Nothing
@@ -15,7 +16,8 @@ client, store, vault, sandbox servers) and leaves the parts it was given to the 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 import attrs
 import httpx
 
+from bitloot_adapters.btcpay import BtcPayClient
 from bitloot_adapters.clock import OffsetClock, SystemClock
 from bitloot_adapters.kinguin import KinguinClient
 from bitloot_adapters.logs import FanOut, LogObserver
@@ -32,6 +35,7 @@ from bitloot_adapters.nowpayments import NowPaymentsClient
 from bitloot_adapters.sandbox import (
     DEFAULT_PRODUCTS,
     AdjustableClock,
+    BtcPaySandbox,
     KinguinSandbox,
     NowPaymentsSandbox,
     SandboxControls,
@@ -54,7 +58,9 @@ from bitloot_core.ports import (
     PaymentGateway,
     Store,
 )
-from bitloot_core.service import Checkout, CheckoutConfig
+from bitloot_core.providers.btcpay import BtcPay
+from bitloot_core.providers.nowpayments import NowPayments
+from bitloot_core.service import Checkout, CheckoutConfig, ProviderSetup
 from bitloot_core.values import Product, ProductSource
 
 if TYPE_CHECKING:
@@ -289,6 +295,111 @@ def _with_sandbox_webhook_secret(settings: Settings) -> Settings:
     return attrs.evolve(settings, kinguin_webhook_secret=secrets.token_urlsafe(24))
 
 
+def _nowpayments(settings: Settings, http: httpx.Client, url: str) -> ProviderSetup:
+    client = NowPaymentsClient(http, api_key=settings.nowpayments_api_key, base_url=url)
+    return ProviderSetup(provider=NowPayments(ipn_secret=settings.ipn_secret), gateway=client)
+
+
+def _btcpay(settings: Settings, http: httpx.Client, url: str) -> ProviderSetup:
+    store = settings.btcpay
+    if store is None:
+        raise ConfigError("BTCPay Server needs its settings (BITLOOT_BTCPAY_*)")
+    client = BtcPayClient(http, base_url=url, api_key=store.api_key, store_id=store.store_id)
+    return ProviderSetup(provider=BtcPay(webhook_secret=store.webhook_secret), gateway=client)
+
+
+# Each payment provider the shop can run: how to make it from the settings, an HTTP
+# client and its API's base URL. Adding a provider adds one line here.
+PROVIDERS: Mapping[str, Callable[[Settings, httpx.Client, str], ProviderSetup]] = {
+    "nowpayments": _nowpayments,
+    "btcpay": _btcpay,
+}
+
+
+def _payment_providers(
+    settings: Settings, http: httpx.Client, urls: Mapping[str, str], gateway: PaymentGateway | None
+) -> list[ProviderSetup]:
+    """The providers settings name, the default first; ``gateway`` replaces NOWPayments'."""
+    setups = [PROVIDERS[name](settings, http, urls[name]) for name in settings.payment_providers]
+    return [
+        ProviderSetup(provider=setup.provider, gateway=gateway)
+        if gateway is not None and setup.provider.name == "nowpayments"
+        else setup
+        for setup in setups
+    ]
+
+
+def _live_urls(settings: Settings) -> dict[str, str]:
+    return {
+        "nowpayments": settings.nowpayments_base_url or "https://api.nowpayments.io/v1",
+        "btcpay": settings.btcpay.url if settings.btcpay is not None else "",
+        "kinguin": settings.kinguin_base_url or "https://gateway.kinguin.net/esa/api",
+    }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Sandboxes:
+    """The sandbox servers a sandbox shop runs on loopback, and their base URLs."""
+
+    clock: AdjustableClock
+    payments: NowPaymentsSandbox
+    btcpay: BtcPaySandbox | None
+    supplier: KinguinSandbox
+    servers: tuple[SandboxServer, ...]
+    urls: dict[str, str]
+
+
+def _sandbox_clock(clock: Clock | None) -> AdjustableClock:
+    if clock is None:
+        return OffsetClock()
+    if isinstance(clock, AdjustableClock):
+        return clock
+    raise TypeError("a sandbox shop's clock must be an AdjustableClock (it has advance)")
+
+
+def _start_sandboxes(settings: Settings, http: httpx.Client, clock: AdjustableClock) -> _Sandboxes:
+    # Fresh ids on every start: a restarted sandbox must not reuse the shop's payment ids.
+    payments = NowPaymentsSandbox(
+        api_key=settings.nowpayments_api_key,
+        ipn_secret=settings.ipn_secret,
+        http=http,
+        clock=clock,
+        first_payment_id=first_payment_id(),
+        seed=fresh_seed(),
+    )
+    supplier = KinguinSandbox(
+        api_key=settings.kinguin_api_key,
+        seed=fresh_seed(),
+        key_delay=1.0,
+        clock=clock,
+        http=http,
+        webhook_url=f"{settings.public_url}/webhooks/kinguin",
+        webhook_secret=settings.kinguin_webhook_secret,
+    )
+    servers: tuple[SandboxServer, ...] = (
+        SandboxServer(payments).start(),
+        SandboxServer(supplier).start(),
+    )
+    urls = {"nowpayments": f"{servers[0].url}/v1", "kinguin": servers[1].url}
+    btcpay = None
+    if settings.btcpay is not None:
+        btcpay = BtcPaySandbox(
+            api_key=settings.btcpay.api_key,
+            store_id=settings.btcpay.store_id,
+            http=http,
+            clock=clock,
+            webhook_url=f"{settings.public_url}/webhooks/btcpay",
+            webhook_secret=settings.btcpay.webhook_secret,
+            seed=fresh_seed(),
+        )
+        server = SandboxServer(btcpay).start()
+        servers += (server,)
+        urls["btcpay"] = server.url
+    return _Sandboxes(
+        clock=clock, payments=payments, btcpay=btcpay, supplier=supplier, servers=servers, urls=urls
+    )
+
+
 def _random_fraction() -> float:
     return secrets.randbelow(1_000_001) / 1_000_000
 
@@ -312,6 +423,7 @@ def build_shop(
     config: CheckoutConfig | None = None,
     new_id: Callable[[], str] | None = None,
     page_dir: Path | None = None,
+    providers: Sequence[ProviderSetup] | None = None,
 ) -> Shop:
     """Wire a shop from ``settings``; each part given replaces the one settings would make.
 
@@ -319,48 +431,23 @@ def build_shop(
     then be an ``AdjustableClock``, or on an ``OffsetClock``) and the demo catalogue is
     seeded. ``observer`` receives the checkout's events besides the logs and metrics;
     ``config`` replaces the ``CheckoutConfig`` made from settings; ``http`` is the client
-    the provider clients (and the sandbox's IPNs) go through.
+    the provider clients (and the sandbox's IPNs) go through. ``providers`` replaces the
+    payment providers settings would make; ``gateway`` replaces NOWPayments' client only.
     """
     # What this call makes, it closes (in this order): sandbox servers, then the HTTP
     # client they post IPNs through, then the store and the vault.
-    servers: tuple[SandboxServer, SandboxServer] | None = None
+    sandboxes: _Sandboxes | None = None
     made: list[Callable[[], None]] = []
     if http is None:
         http = httpx.Client(timeout=httpx.Timeout(10.0))
         made.append(http.close)
-    controls_clock: AdjustableClock | None = None
     settings = _with_sandbox_webhook_secret(settings)
     if settings.sandbox:
-        if clock is None:
-            controls_clock = OffsetClock()
-        elif isinstance(clock, AdjustableClock):
-            controls_clock = clock
-        else:
-            raise TypeError("a sandbox shop's clock must be an AdjustableClock (it has advance)")
-        clock = controls_clock
-        payments = NowPaymentsSandbox(
-            api_key=settings.nowpayments_api_key,
-            ipn_secret=settings.ipn_secret,
-            http=http,
-            clock=clock,
-            first_payment_id=first_payment_id(),
-            seed=fresh_seed(),
-        )
-        sandbox_supplier = KinguinSandbox(
-            api_key=settings.kinguin_api_key,
-            seed=fresh_seed(),
-            key_delay=1.0,
-            clock=clock,
-            http=http,
-            webhook_url=f"{settings.public_url}/webhooks/kinguin",
-            webhook_secret=settings.kinguin_webhook_secret,
-        )
-        servers = (SandboxServer(payments).start(), SandboxServer(sandbox_supplier).start())
-        nowpayments_url, kinguin_url = f"{servers[0].url}/v1", servers[1].url
+        sandboxes = _start_sandboxes(settings, http, _sandbox_clock(clock))
+        clock, urls = sandboxes.clock, sandboxes.urls
     else:
         clock = clock or SystemClock()
-        nowpayments_url = settings.nowpayments_base_url or "https://api.nowpayments.io/v1"
-        kinguin_url = settings.kinguin_base_url or "https://gateway.kinguin.net/esa/api"
+        urls = _live_urls(settings)
     if store is None:
         opened = open_store(settings)
         made.append(opened.close)
@@ -376,13 +463,12 @@ def build_shop(
         observers.append(observer)
     checkout = Checkout(
         store=store,
-        gateway=gateway
-        or NowPaymentsClient(http, api_key=settings.nowpayments_api_key, base_url=nowpayments_url),
+        providers=providers or _payment_providers(settings, http, urls, gateway),
         supplier=supplier
         or KinguinClient(
             http,
             api_key=settings.kinguin_api_key,
-            base_url=kinguin_url,
+            base_url=urls["kinguin"],
             # The sandbox delivers keys after a second; poll it often so the demo is quick.
             poll_interval=0.25 if settings.sandbox else 2.0,
             # Waiting for late keys costs no attempt: a short poll in a call is enough.
@@ -399,15 +485,16 @@ def build_shop(
     worker = Worker(checkout, clock)
     controls = None
     closers = list(made)
-    if servers is not None and controls_clock is not None:
+    if sandboxes is not None:
         controls = SandboxControls(
-            payments=payments,
-            supplier=sandbox_supplier,
-            servers=servers,
-            clock=controls_clock,
+            payments=sandboxes.payments,
+            btcpay=sandboxes.btcpay,
+            supplier=sandboxes.supplier,
+            servers=sandboxes.servers,
+            clock=sandboxes.clock,
             worker=worker,
         )
-        closers[:0] = [server.close for server in servers]
+        closers[:0] = [server.close for server in sandboxes.servers]
         _seed_demo_catalogue(checkout, store)
     return Shop(
         settings=settings,
@@ -438,6 +525,7 @@ def _count_orders(store: Store) -> dict[OrderStatus, int]:
 
 __all__ = [
     "DEMO_PRODUCTS",
+    "PROVIDERS",
     "KeyFiles",
     "Metrics",
     "NoMetrics",

@@ -1,6 +1,7 @@
 """Configuration from environment variables, with secrets kept in the data directory.
 
-With no NowPayments API key the shop runs in sandbox mode. Secrets that the environment
+With no payment provider's API key (NOWPayments' or BTCPay Server's) the shop runs in
+sandbox mode, offering every provider against its loopback sandbox. Secrets that the environment
 does not set are generated once and kept in ``<data dir>/secrets.json`` (mode 0600); an
 environment variable always wins. With ``BITLOOT_DATABASE_URL`` set (the shared
 PostgreSQL store of a shop on many hosts) nothing a host must share may live on its disk:
@@ -39,8 +40,8 @@ SECRETS_LOCK: Final = "secrets.lock"
 VAULT_KEY_BYTES: Final = 32
 # How a process picks its mode, for the message refusing a data dir of the other mode.
 HOW_TO_SWITCH: Final = (
-    f"live mode: set {PREFIX}NOWPAYMENTS_API_KEY and the other live variables; "
-    f"sandbox mode: leave {PREFIX}NOWPAYMENTS_API_KEY unset"
+    f"live mode: set {PREFIX}NOWPAYMENTS_API_KEY (or {PREFIX}BTCPAY_API_KEY) and the other "
+    f"live variables; sandbox mode: leave both unset"
 )
 
 
@@ -129,6 +130,47 @@ class S3Settings:
     endpoint_url: str | None = None
 
 
+# Every payment provider the shop can run, in the order sandbox mode offers them.
+PAYMENT_PROVIDERS: Final = ("nowpayments", "btcpay")
+
+
+def _providers_problem(value: tuple[str, ...]) -> str | None:
+    unknown = [name for name in value if name not in PAYMENT_PROVIDERS]
+    if not value:
+        return "must name at least one payment provider"
+    if unknown:
+        return f"names {unknown[0][:40]!r}; choose from {', '.join(PAYMENT_PROVIDERS)}"
+    if len(set(value)) != len(value):
+        return "names a provider twice"
+    return None
+
+
+def _providers(_: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    problem = _providers_problem(value)
+    if problem:
+        raise _problem(attribute, problem)
+
+
+def _server_url(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    problem = _url_problem(value) if value else None
+    if problem:
+        raise _problem(attribute, problem)
+
+
+@attrs.frozen(kw_only=True)
+class BtcPaySettings:
+    """The BTCPay Server store the shop takes payments with (``BITLOOT_BTCPAY_*``).
+
+    ``url`` is empty in sandbox mode: the sandbox's own address is used.
+    """
+
+    url: str = attrs.field(validator=_server_url)
+    api_key: str = attrs.field(repr=False, validator=_not_empty)
+    store_id: str = attrs.field(validator=_not_empty)
+    # The secret of the store's webhook to {public_url}/webhooks/btcpay (BTCPay-Sig).
+    webhook_secret: str = attrs.field(repr=False, validator=_not_empty)
+
+
 @attrs.frozen(kw_only=True)
 class Settings:
     """A shop's settings. ``load_settings`` reads them from the environment; a host
@@ -172,8 +214,16 @@ class Settings:
     # came from the environment or were already kept (by an earlier start, or by another
     # process starting at the same time).
     generated: frozenset[str] = frozenset()
+    # The payment providers offered, the default first (BITLOOT_PAYMENT_PROVIDERS).
+    payment_providers: tuple[str, ...] = attrs.field(default=("nowpayments",), validator=_providers)
+    # BTCPay Server's store; required when "btcpay" is among the payment providers.
+    btcpay: BtcPaySettings | None = None
 
     def __attrs_post_init__(self) -> None:
+        if "btcpay" in self.payment_providers and self.btcpay is None:
+            raise ConfigError("btcpay settings are required to offer BTCPay Server")
+        if self.btcpay is not None and not self.sandbox and not self.btcpay.url:
+            raise ConfigError("btcpay url is required in live mode")
         if self.vault == "s3" and self.s3 is None:
             raise ConfigError("vault s3 needs the S3 settings (BITLOOT_S3_BUCKET and the rest)")
 
@@ -266,8 +316,23 @@ _KEPT: Final[dict[str, Callable[[], str]]] = {
     "admin_token": lambda: secrets.token_urlsafe(32),
     "sandbox_nowpayments_api_key": lambda: secrets.token_hex(16),
     "sandbox_kinguin_api_key": lambda: secrets.token_hex(16),
+    "sandbox_btcpay_api_key": lambda: secrets.token_hex(16),
+    "sandbox_btcpay_webhook_secret": lambda: secrets.token_hex(32),
 }
-_SANDBOX_ONLY: Final = frozenset({"sandbox_nowpayments_api_key", "sandbox_kinguin_api_key"})
+_SANDBOX_ONLY: Final = frozenset(
+    {
+        "sandbox_nowpayments_api_key",
+        "sandbox_kinguin_api_key",
+        "sandbox_btcpay_api_key",
+        "sandbox_btcpay_webhook_secret",
+    }
+)
+SANDBOX_BTCPAY_STORE: Final = "sandbox-store"
+# What each provider needs in live mode.
+_PROVIDER_SETTINGS: Final = {
+    "nowpayments": ("NOWPAYMENTS_API_KEY", "NOWPAYMENTS_IPN_SECRET"),
+    "btcpay": ("BTCPAY_URL", "BTCPAY_API_KEY", "BTCPAY_STORE_ID", "BTCPAY_WEBHOOK_SECRET"),
+}
 
 
 @contextmanager
@@ -349,14 +414,50 @@ def _public_url(env: Mapping[str, str], *, host: str, port: int, sandbox: bool) 
     if raw == "":
         if not sandbox:
             raise ConfigError(
-                f"{name} is required in live mode: NOWPayments sends its IPNs to "
-                f"{name}/webhooks/nowpayments, and key links in emails use it"
+                f"{name} is required in live mode: payment providers send their webhooks "
+                f"to {name}/webhooks/<provider>, and key links in emails use it"
             )
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     problem = _url_problem(raw)
     if problem:
         raise ConfigError(f"{name} {problem} (an absolute URL such as https://shop.example)")
     return raw.rstrip("/")
+
+
+def _payment_providers(env: Mapping[str, str], *, sandbox: bool) -> tuple[str, ...]:
+    """``BITLOOT_PAYMENT_PROVIDERS`` checked; by default every provider in sandbox mode,
+    else those whose API key is set."""
+    name = PREFIX + "PAYMENT_PROVIDERS"
+    raw = env.get(name, "").strip()
+    if not raw:
+        if sandbox:
+            return PAYMENT_PROVIDERS
+        return tuple(p for p in PAYMENT_PROVIDERS if env.get(f"{PREFIX}{p.upper()}_API_KEY"))
+    chosen = tuple(part.strip().lower() for part in raw.split(","))
+    problem = _providers_problem(chosen)
+    if problem:
+        raise ConfigError(f"{name} {problem} (such as nowpayments,btcpay)")
+    return chosen
+
+
+def _btcpay(env: Mapping[str, str], kept: Mapping[str, str], *, sandbox: bool) -> BtcPaySettings:
+    if sandbox:
+        return BtcPaySettings(
+            url="",
+            api_key=kept["sandbox_btcpay_api_key"],
+            store_id=SANDBOX_BTCPAY_STORE,
+            webhook_secret=kept["sandbox_btcpay_webhook_secret"],
+        )
+    url = env[PREFIX + "BTCPAY_URL"]
+    problem = _url_problem(url)
+    if problem:
+        raise ConfigError(f"{PREFIX}BTCPAY_URL {problem} (such as https://btcpay.example)")
+    return BtcPaySettings(
+        url=url.rstrip("/"),
+        api_key=env[PREFIX + "BTCPAY_API_KEY"],
+        store_id=env[PREFIX + "BTCPAY_STORE_ID"],
+        webhook_secret=env[PREFIX + "BTCPAY_WEBHOOK_SECRET"],
+    )
 
 
 def load_settings(
@@ -375,15 +476,15 @@ def load_settings(
     """
     env = os.environ if env is None else env
     api_key = env.get(PREFIX + "NOWPAYMENTS_API_KEY", "")
-    sandbox = api_key == ""
+    sandbox = api_key == "" and not env.get(PREFIX + "BTCPAY_API_KEY")
     kinguin_key = env.get(PREFIX + "KINGUIN_API_KEY", "")
     database_url = _database_url(env)
+    providers = _payment_providers(env, sandbox=sandbox)
     if not sandbox:
-        missing = [
-            PREFIX + name
-            for name in ("NOWPAYMENTS_IPN_SECRET", "KINGUIN_API_KEY", "PUBLIC_URL")
-            if not env.get(PREFIX + name)
-        ]
+        needed = ["KINGUIN_API_KEY", "PUBLIC_URL"]
+        for provider in providers:
+            needed += _PROVIDER_SETTINGS[provider]
+        missing = [PREFIX + name for name in needed if not env.get(PREFIX + name)]
         if missing:
             raise ConfigError(f"missing required settings: {', '.join(missing)}")
     public_url = _public_url(env, host=host, port=port, sandbox=sandbox)
@@ -435,7 +536,7 @@ def load_settings(
         data_dir=data_dir,
         public_url=public_url,
         sandbox=sandbox,
-        nowpayments_api_key=api_key or kept["sandbox_nowpayments_api_key"],
+        nowpayments_api_key=api_key or kept.get("sandbox_nowpayments_api_key", ""),
         nowpayments_base_url=env.get(PREFIX + "NOWPAYMENTS_BASE_URL", ""),
         ipn_secret=secret("nowpayments_ipn_secret"),
         kinguin_api_key=kinguin_key or kept["sandbox_kinguin_api_key"],
@@ -457,6 +558,8 @@ def load_settings(
         database_pool_size=_int(env, "DATABASE_POOL_SIZE", 10, low=1, high=MAX_POOL_SIZE),
         vault=vault,
         generated=frozenset(generated),
+        payment_providers=providers,
+        btcpay=_btcpay(env, kept, sandbox=sandbox) if "btcpay" in providers else None,
     )
 
 

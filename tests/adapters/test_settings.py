@@ -18,9 +18,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
-from bitloot_adapters.settings import SECRETS_FILE, ConfigError, Settings, load_settings
+from bitloot_adapters.settings import (
+    SECRETS_FILE,
+    BtcPaySettings,
+    ConfigError,
+    Settings,
+    load_settings,
+)
 
 PROCESSES = 8
 WORKER_RUN_NAME = "bitloot_settings_child"
@@ -45,6 +52,8 @@ def summary(settings: Settings) -> dict[str, Any]:
         "admin_token": settings.admin_token,
         "sandbox_nowpayments_api_key": settings.nowpayments_api_key,
         "sandbox_kinguin_api_key": settings.kinguin_api_key,
+        "sandbox_btcpay_api_key": settings.btcpay and settings.btcpay.api_key,
+        "sandbox_btcpay_webhook_secret": settings.btcpay and settings.btcpay.webhook_secret,
         "generated": sorted(settings.generated),
     }
 
@@ -415,3 +424,122 @@ def test_database_settings_built_in_code_are_checked(tmp_path: Path) -> None:
     }.items():
         with pytest.raises(ConfigError, match=name):
             _valid(tmp_path, **{name: value})
+
+
+# --- payment providers ----------------------------------------------------------------------
+
+BTCPAY_LIVE = {
+    "BITLOOT_SMTP_URL": "smtp://127.0.0.1:2525",
+    "BITLOOT_BTCPAY_URL": "https://btcpay.example/",
+    "BITLOOT_BTCPAY_API_KEY": "btcpay-live-key",
+    "BITLOOT_BTCPAY_STORE_ID": "StoreLive1",
+    "BITLOOT_BTCPAY_WEBHOOK_SECRET": "btcpay-webhook-secret",
+    "BITLOOT_KINGUIN_API_KEY": "kinguin-live-key",
+    "BITLOOT_PUBLIC_URL": "https://shop.example",
+}
+
+
+def test_sandbox_mode_offers_every_provider_with_kept_sandbox_secrets(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, env={})
+    assert settings.payment_providers == ("nowpayments", "btcpay")
+    assert settings.btcpay is not None
+    assert settings.btcpay.url == ""
+    on_disk = kept(tmp_path)
+    assert settings.btcpay.api_key == on_disk["sandbox_btcpay_api_key"]
+    assert settings.btcpay.webhook_secret == on_disk["sandbox_btcpay_webhook_secret"]
+    only = load_settings(data_dir=tmp_path, env={"BITLOOT_PAYMENT_PROVIDERS": " BTCPay "})
+    assert only.payment_providers == ("btcpay",)
+
+
+def test_live_mode_with_btcpay_alone(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, env=BTCPAY_LIVE)
+    assert not settings.sandbox
+    assert settings.payment_providers == ("btcpay",)
+    assert settings.btcpay == BtcPaySettings(
+        url="https://btcpay.example",
+        api_key="btcpay-live-key",
+        store_id="StoreLive1",
+        webhook_secret="btcpay-webhook-secret",
+    )
+    assert "btcpay-live-key" not in repr(settings)
+    assert "btcpay-webhook-secret" not in repr(settings)
+
+
+def test_live_mode_offers_the_providers_whose_keys_are_set(tmp_path: Path) -> None:
+    both = load_settings(data_dir=tmp_path, env=LIVE | BTCPAY_LIVE)
+    assert both.payment_providers == ("nowpayments", "btcpay")
+    chosen = load_settings(
+        data_dir=tmp_path,
+        env=LIVE | BTCPAY_LIVE | {"BITLOOT_PAYMENT_PROVIDERS": "btcpay,nowpayments"},
+    )
+    assert chosen.payment_providers == ("btcpay", "nowpayments")
+    assert (
+        load_settings(
+            data_dir=tmp_path, env=LIVE | {"BITLOOT_PUBLIC_URL": "https://s.example"}
+        ).btcpay
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        "BITLOOT_BTCPAY_URL",
+        "BITLOOT_BTCPAY_API_KEY",
+        "BITLOOT_BTCPAY_STORE_ID",
+        "BITLOOT_BTCPAY_WEBHOOK_SECRET",
+    ],
+)
+def test_live_btcpay_names_each_missing_setting(tmp_path: Path, missing: str) -> None:
+    env = LIVE | BTCPAY_LIVE | {"BITLOOT_PAYMENT_PROVIDERS": "nowpayments,btcpay"}
+    del env[missing]
+    with pytest.raises(ConfigError, match=missing) as caught:
+        load_settings(data_dir=tmp_path, env=env)
+    assert "btcpay-live-key" not in str(caught.value)
+    assert "btcpay-webhook-secret" not in str(caught.value)
+
+
+def test_live_nowpayments_listed_without_its_key_is_named(tmp_path: Path) -> None:
+    env = BTCPAY_LIVE | {"BITLOOT_PAYMENT_PROVIDERS": "btcpay,nowpayments"}
+    with pytest.raises(ConfigError, match="BITLOOT_NOWPAYMENTS_API_KEY"):
+        load_settings(data_dir=tmp_path, env=env)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("paypal", "names 'paypal'"),
+        ("btcpay,btcpay", "names a provider twice"),
+        (",", "names ''"),
+    ],
+)
+def test_a_bad_provider_list_is_a_clear_error(tmp_path: Path, value: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=f"BITLOOT_PAYMENT_PROVIDERS {problem}"):
+        load_settings(data_dir=tmp_path, env={"BITLOOT_PAYMENT_PROVIDERS": value})
+
+
+def test_a_malformed_btcpay_url_is_a_clear_error(tmp_path: Path) -> None:
+    env = BTCPAY_LIVE | {"BITLOOT_BTCPAY_URL": "btcpay.example"}
+    with pytest.raises(ConfigError, match="BITLOOT_BTCPAY_URL must start with http"):
+        load_settings(data_dir=tmp_path, env=env)
+
+
+def test_provider_settings_built_in_code_are_checked(tmp_path: Path) -> None:
+    store = BtcPaySettings(url="https://b.example", api_key="k", store_id="s", webhook_secret="w")
+    assert _valid(tmp_path, payment_providers=("btcpay",), btcpay=store).btcpay == store
+    with pytest.raises(ConfigError, match="payment_providers must name at least one"):
+        _valid(tmp_path, payment_providers=())
+    with pytest.raises(ConfigError, match="btcpay settings are required"):
+        _valid(tmp_path, payment_providers=("nowpayments", "btcpay"))
+    with pytest.raises(ConfigError, match="btcpay url is required in live mode"):
+        _valid(
+            tmp_path, btcpay=BtcPaySettings(url="", api_key="k", store_id="s", webhook_secret="w")
+        )
+    for name, value in (
+        ("url", "ftp://b"),
+        ("api_key", ""),
+        ("store_id", ""),
+        ("webhook_secret", ""),
+    ):
+        with pytest.raises(ConfigError, match=name):
+            attrs.evolve(store, **{name: value})

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 SSE_POLL_SECONDS: Final = 0.5
 SSE_MAX_SECONDS: Final = 30 * 60.0
+MAX_PROVIDER_NAME: Final = 40
 
 
 def healthz(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
@@ -105,8 +106,26 @@ def get_order(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> Htt
     return json_response(200, order_json(view.order, view.payment))
 
 
+# How the customer page names each payment provider; an unlisted one shows its own name.
+PROVIDER_NAMES: Final = {"nowpayments": "NOWPayments", "btcpay": "BTCPay Server"}
+
+
+def payment_providers(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    """The payment providers a customer can choose from, the default first."""
+    del request, params
+    names = api.checkout.provider_names
+    return json_response(
+        200, {"providers": [{"id": n, "name": PROVIDER_NAMES.get(n, n)} for n in names]}
+    )
+
+
 def open_payment(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
-    opened = api.checkout.open_payment(params["order_id"], bearer_token(request))
+    provider = json_body(request, optional=True).get("provider")
+    if provider is not None and (
+        not isinstance(provider, str) or not 0 < len(provider) <= MAX_PROVIDER_NAME
+    ):
+        raise InvalidInput("provider must be a provider's name", code="unknown_provider")
+    opened = api.checkout.open_payment(params["order_id"], bearer_token(request), provider)
     return json_response(201 if opened.created else 200, {"payment": payment_json(opened.payment)})
 
 

@@ -56,6 +56,7 @@ ROUTES: Final[tuple[Route, ...]] = (
     Route("GET", "/healthz", customer.healthz),
     Route("GET", "/metrics", customer.metrics),
     Route("GET", "/api/products", customer.products),
+    Route("GET", "/api/payment-providers", customer.payment_providers),
     Route("POST", "/api/orders", customer.create_order),
     Route("GET", "/api/orders/{order_id}", customer.get_order),
     Route("POST", "/api/orders/{order_id}/payment", customer.open_payment),

@@ -106,6 +106,7 @@ def payment_json(payment: Payment | None) -> dict[str, object] | None:
         return None
     return {
         "id": payment.id,
+        "provider": payment.provider,
         "status": payment.status,
         "provider_status": payment.provider_status,
         "pay_address": payment.pay_address,

@@ -189,7 +189,7 @@ class _Event:
     fields: Mapping[str, Any]
 
 
-class _Refused(Exception):
+class SandboxRefused(Exception):
     """A control action the invoice's state does not allow (BTCPay would never do it)."""
 
 
@@ -348,10 +348,10 @@ class BtcPaySandbox:
             invoice = self._invoice(invoice_id)
             method = normalise_method(method)
             if method not in invoice.methods:
-                raise _Refused(f"invoice {invoice_id} does not offer {method}")
+                raise SandboxRefused(f"invoice {invoice_id} does not offer {method}")
             value = invoice.due - invoice.paid() if amount is None else amount
             if amount is None and value <= 0:
-                raise _Refused(f"nothing is due on invoice {invoice_id}")
+                raise SandboxRefused(f"nothing is due on invoice {invoice_id}")
             if not value.is_finite() or value <= 0:
                 raise ValueError("a payment amount must be positive")
             events = self._receive(invoice, method, value.quantize(_SATOSHI, ROUND_HALF_UP))
@@ -372,7 +372,7 @@ class BtcPaySandbox:
         with self._lock:
             invoice = self._invoice(invoice_id)
             if invoice.status != "New":
-                raise _Refused(f"a {invoice.status} invoice does not expire")
+                raise SandboxRefused(f"a {invoice.status} invoice does not expire")
             partial = invoice.additional == "PaidPartial"
             invoice.status = "Expired"
             events = [self._event(invoice, "InvoiceExpired", partiallyPaid=partial)]
@@ -498,7 +498,7 @@ class BtcPaySandbox:
         if status == "Settled":
             allowed = allowed or invoice.status == "Invalid"
         if not allowed:
-            raise _Refused(f"a {invoice.status} invoice cannot be marked {status}")
+            raise SandboxRefused(f"a {invoice.status} invoice cannot be marked {status}")
         invoice.status, invoice.additional = status, "Marked"
         if status == "Settled":
             return [self._event(invoice, "InvoiceSettled", manuallyMarked=True, overPaid=False)]
@@ -783,7 +783,7 @@ class BtcPaySandbox:
                 return _invoice_not_found()
             try:
                 events = self._mark(invoice, str(status))
-            except _Refused as exc:
+            except SandboxRefused as exc:
                 return _invalid("Status", str(exc))
             answer = self._invoice_json(invoice, request)
         self._deliver(events)
@@ -895,7 +895,7 @@ class BtcPaySandbox:
                 deliveries = act(invoice_id)
         except LookupError as exc:
             return _error(404, "invoice-not-found", str(exc))
-        except _Refused as exc:
+        except SandboxRefused as exc:
             return _error(409, "invalid-state", str(exc))
         answer = {"webhooks": [delivery._asdict() for delivery in deliveries]}
         return SandboxResponse(status=200, body=_json(answer))

@@ -1,19 +1,23 @@
 """The sandbox's control panel: what the ``/sandbox/...`` routes do to a sandbox shop.
 
-Pay, fail or expire a sandbox payment (the sandbox then posts its signed IPNs to the
-shop), move the shop's clock and run the worker once, make Kinguin fail for a while. It
-is apart from the shop: a live shop has none.
+Pay, fail or expire a sandbox payment, whichever provider's sandbox holds it (that
+sandbox then posts its signed webhooks to the shop), move the shop's clock and run the
+worker once, make Kinguin fail for a while. It is apart from the shop: a live shop has
+none.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
-from bitloot_core.errors import NotFound
+from bitloot_adapters.sandbox.btcpay import SandboxRefused
+from bitloot_core.errors import InvalidState, NotFound
 
 if TYPE_CHECKING:
+    from bitloot_adapters.sandbox.btcpay import BtcPaySandbox, WebhookDelivery
     from bitloot_adapters.sandbox.kinguin import KinguinSandbox
     from bitloot_adapters.sandbox.nowpayments import IpnDelivery, NowPaymentsSandbox
     from bitloot_adapters.sandbox.server import SandboxServer
@@ -34,22 +38,31 @@ class SandboxControls:
         *,
         payments: NowPaymentsSandbox,
         supplier: KinguinSandbox,
-        servers: tuple[SandboxServer, SandboxServer],
+        servers: tuple[SandboxServer, ...],
         clock: AdjustableClock,
         worker: Worker,
+        btcpay: BtcPaySandbox | None = None,
     ) -> None:
         self.payments = payments
+        self.btcpay = btcpay
         self.supplier = supplier
-        # The NOWPayments and Kinguin sandboxes' servers, in that order.
+        # The NOWPayments and Kinguin sandboxes' servers, then BTCPay's when it runs.
         self.servers = servers
         self.clock = clock
         self._worker = worker
 
     def pay(self, payment_id: str, amount: Decimal | None) -> dict[str, object]:
-        """The customer pays ``amount`` (the whole amount when None)."""
+        """The customer pays ``amount`` in the pay currency (the whole amount when None)."""
+        btcpay = self._btcpay_holding(payment_id)
+        if btcpay is not None:
+            return _webhooks_sent(lambda: btcpay.pay(payment_id, amount))
         return _sent(self.payments.pay(self._known(payment_id), amount))
 
     def send(self, payment_id: str, action: Literal["fail", "expire"]) -> dict[str, object]:
+        btcpay = self._btcpay_holding(payment_id)
+        if btcpay is not None:
+            move = btcpay.fail if action == "fail" else btcpay.expire
+            return _webhooks_sent(lambda: move(payment_id))
         send = self.payments.fail if action == "fail" else self.payments.expire
         return _sent(send(self._known(payment_id)))
 
@@ -57,6 +70,12 @@ class SandboxControls:
         if payment_id not in self.payments.payment_ids:
             raise NotFound(f"no sandbox payment {payment_id!r}")
         return payment_id
+
+    def _btcpay_holding(self, payment_id: str) -> BtcPaySandbox | None:
+        """The BTCPay sandbox when the payment is one of its invoices."""
+        if self.btcpay is not None and payment_id in self.btcpay.invoice_ids:
+            return self.btcpay
+        return None
 
     def advance_clock(self, seconds: Decimal) -> dict[str, object]:
         """Move the clock forward, then run one worker pass with the sweeper forced."""
@@ -89,6 +108,15 @@ class SandboxControls:
         except KeyError:
             raise NotFound(f"no Kinguin product {product_id!r}") from None
         return {"product_id": product_id, "qty": qty}
+
+
+def _webhooks_sent(act: Callable[[], list[WebhookDelivery]]) -> dict[str, object]:
+    """What a BTCPay invoice's control sent; a move BTCPay would never make is a 409."""
+    try:
+        deliveries = act()
+    except SandboxRefused as exc:
+        raise InvalidState(str(exc)) from None
+    return {"webhooks": [{"type": d.type, "answered": d.answered} for d in deliveries]}
 
 
 def _sent(deliveries: list[IpnDelivery]) -> dict[str, object]:
