@@ -114,6 +114,9 @@ DEMO_PRODUCTS = (
     ),
 )
 DEMO_POOLS = {"gift-card-10": 5}
+# The sandbox re-sends an IPN the shop did not take (no answer, or a 5xx), as NOWPayments
+# does, after these waits in seconds.
+SANDBOX_IPN_RETRIES = (2.0, 10.0, 30.0, 60.0)
 
 
 class Metrics(Protocol):
@@ -366,6 +369,7 @@ def _start_sandboxes(settings: Settings, http: httpx.Client, clock: AdjustableCl
         clock=clock,
         first_payment_id=first_payment_id(),
         seed=fresh_seed(),
+        retry_delays=SANDBOX_IPN_RETRIES,
     )
     supplier = KinguinSandbox(
         api_key=settings.kinguin_api_key,
@@ -494,7 +498,7 @@ def build_shop(
             clock=sandboxes.clock,
             worker=worker,
         )
-        closers[:0] = [server.close for server in sandboxes.servers]
+        closers[:0] = [*(server.close for server in sandboxes.servers), sandboxes.payments.close]
         _seed_demo_catalogue(checkout, store)
     return Shop(
         settings=settings,

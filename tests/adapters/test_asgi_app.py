@@ -43,7 +43,7 @@ def mounted(tmp_path: Path) -> Iterator[tuple[httpx.Client, Shop, int]]:
 
 def test_the_api_answers_through_asgi(mounted: tuple[httpx.Client, Shop, int]) -> None:
     http, shop, _ = mounted
-    assert http.get("/healthz").json() == {"status": "ok", "sandbox": True}
+    assert http.get("/healthz").json() == {"status": "ok", "mode": "sandbox", "sandbox": True}
     created = http.post(
         "/api/orders", json={"email": "b@example.com", "items": [{"product_id": "gift-card-10"}]}
     )

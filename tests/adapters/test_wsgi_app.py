@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from socketserver import ThreadingMixIn
@@ -52,7 +53,7 @@ def mounted(tmp_path: Path) -> Iterator[tuple[httpx.Client, Shop]]:
 
 def test_the_api_answers_through_wsgi(mounted: tuple[httpx.Client, Shop]) -> None:
     http, shop = mounted
-    assert http.get("/healthz").json() == {"status": "ok", "sandbox": True}
+    assert http.get("/healthz").json() == {"status": "ok", "mode": "sandbox", "sandbox": True}
     created = http.post(
         "/api/orders",
         json={"email": "b@example.com", "items": [{"product_id": "gift-card-10"}]},
@@ -112,3 +113,47 @@ def test_the_status_stream_flows_through_wsgi(mounted: tuple[httpx.Client, Shop]
         first = next(events.iter_raw())
     assert first.startswith(b"retry: 2000\n\nevent: status\ndata: ")
     assert b'"status":"created"' in first
+
+
+def test_a_single_threaded_server_is_paid_without_deadlocking_on_its_own_sandbox(
+    tmp_path: Path,
+) -> None:
+    """wsgiref's plain server answers one request at a time: the sandbox cannot wait for
+    the shop's answer to an IPN while the shop waits for the pay route to end."""
+    server = make_server("127.0.0.1", 0, lambda *_: [], handler_class=_QuietHandler)
+    assert not isinstance(server, ThreadingMixIn)
+    port = server.server_port
+    settings = load_settings(data_dir=tmp_path / "data", port=port, env={})
+    shop = build_shop(settings, metrics=NoMetrics())
+    assert shop.sandbox is not None
+    shop.sandbox.supplier.key_delay = 0
+    shop.start_worker(poll_seconds=0.05)
+    server.set_app(ShopApi(shop).wsgi_app())
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.server_port}", timeout=10) as http:
+            order = http.post(
+                "/api/orders",
+                json={"email": "b@example.com", "items": [{"product_id": "gift-card-10"}]},
+            ).json()
+            auth = {"authorization": f"Bearer {order['access_token']}"}
+            payment = http.post(f"/api/orders/{order['id']}/payment", headers=auth).json()
+            started = time.monotonic()
+            paid = http.post(f"/sandbox/payments/{payment['payment']['id']}/pay")
+            assert time.monotonic() - started < 2
+            assert paid.status_code == 200
+            # Answered before the IPNs went out: none was answered yet.
+            assert {ipn["answered"] for ipn in paid.json()["ipns"]} == {None}
+            deadline = time.monotonic() + 20
+            while (status := http.get(f"/api/orders/{order['id']}", headers=auth).json())[
+                "status"
+            ] != "fulfilled":
+                assert time.monotonic() < deadline, status
+                time.sleep(0.05)
+        assert {e.answered for e in shop.sandbox.payments.events} == {200}
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+        shop.close()

@@ -1,6 +1,10 @@
 """The sandbox's control routes (only while the shop runs in sandbox mode): pay, fail or
 expire a sandbox payment, move the clock, make Kinguin fail. They drive the shop's
-``SandboxControls``; the route table answers 404 when the sandbox is off."""
+``SandboxControls``; the route table answers 404 when the sandbox is off.
+
+Paying answers once the shop has answered the IPNs (``"answered": 200``), except on a
+single-threaded server: there the IPNs go out just after the answer (``"answered":
+null``), since the shop could not take them while this request waited."""
 
 from __future__ import annotations
 
@@ -34,17 +38,18 @@ def sandbox_pay(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> H
         raise InvalidInput(
             f"amount must be more than zero and below {MAX_SANDBOX_AMOUNT}", code="invalid_amount"
         )
-    return json_response(200, api.sandbox.pay(params["payment_id"], amount))
+    sent = api.sandbox.pay(params["payment_id"], amount, wait=request.concurrent)
+    return json_response(200, sent)
 
 
 def sandbox_fail(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
-    del request
-    return json_response(200, api.sandbox.send(params["payment_id"], "fail"))
+    sent = api.sandbox.send(params["payment_id"], "fail", wait=request.concurrent)
+    return json_response(200, sent)
 
 
 def sandbox_expire(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
-    del request
-    return json_response(200, api.sandbox.send(params["payment_id"], "expire"))
+    sent = api.sandbox.send(params["payment_id"], "expire", wait=request.concurrent)
+    return json_response(200, sent)
 
 
 def sandbox_clock(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:

@@ -46,6 +46,10 @@ class HttpRequest:
     # Set by a server that did not read the whole body because it is (or says it is)
     # larger than ``MAX_BODY_BYTES``: every route then answers 413 ``body_too_large``.
     body_too_large: bool = False
+    # Whether the server answers other requests while this one runs. A single-threaded
+    # one (wsgiref) cannot: the sandbox then sends its IPNs after answering the control
+    # route, since the shop could not take them while the route waited.
+    concurrent: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

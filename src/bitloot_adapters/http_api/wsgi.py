@@ -70,6 +70,9 @@ def make_wsgi_app(api: ShopApi) -> WsgiApp:
                 headers=_headers(environ),
                 body=body,
                 body_too_large=too_large,
+                concurrent=bool(
+                    environ.get("wsgi.multithread", True) or environ.get("wsgi.multiprocess")
+                ),
             )
         )
         headers = [("content-type", answer.content_type), *answer.headers.items()]

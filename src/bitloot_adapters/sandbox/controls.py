@@ -51,20 +51,26 @@ class SandboxControls:
         self.clock = clock
         self._worker = worker
 
-    def pay(self, payment_id: str, amount: Decimal | None) -> dict[str, object]:
-        """The customer pays ``amount`` in the pay currency (the whole amount when None)."""
+    def pay(
+        self, payment_id: str, amount: Decimal | None, *, wait: bool = True
+    ) -> dict[str, object]:
+        """The customer pays ``amount`` in the pay currency (the whole amount when None);
+        with ``wait``, NOWPayments' IPNs are answered by the time this returns (else they
+        go out after it returns)."""
         btcpay = self._btcpay_holding(payment_id)
         if btcpay is not None:
             return _webhooks_sent(lambda: btcpay.pay(payment_id, amount))
-        return _sent(self.payments.pay(self._known(payment_id), amount))
+        return _sent(self.payments.pay(self._known(payment_id), amount, wait=_wait(wait)))
 
-    def send(self, payment_id: str, action: Literal["fail", "expire"]) -> dict[str, object]:
+    def send(
+        self, payment_id: str, action: Literal["fail", "expire"], *, wait: bool = True
+    ) -> dict[str, object]:
         btcpay = self._btcpay_holding(payment_id)
         if btcpay is not None:
             move = btcpay.fail if action == "fail" else btcpay.expire
             return _webhooks_sent(lambda: move(payment_id))
         send = self.payments.fail if action == "fail" else self.payments.expire
-        return _sent(send(self._known(payment_id)))
+        return _sent(send(self._known(payment_id), wait=_wait(wait)))
 
     def _known(self, payment_id: str) -> str:
         if payment_id not in self.payments.payment_ids:
@@ -117,6 +123,10 @@ def _webhooks_sent(act: Callable[[], list[WebhookDelivery]]) -> dict[str, object
     except SandboxRefused as exc:
         raise InvalidState(str(exc)) from None
     return {"webhooks": [{"type": d.type, "answered": d.answered} for d in deliveries]}
+
+
+def _wait(wait: bool) -> float | None:
+    return None if wait else 0.0
 
 
 def _sent(deliveries: list[IpnDelivery]) -> dict[str, object]:

@@ -26,13 +26,14 @@ The API key and IPN secret are never echoed in a response.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import itertools
 import random
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, ROUND_UP, Decimal
@@ -42,6 +43,7 @@ import httpx
 
 from bitloot_adapters.clock import SystemClock
 from bitloot_adapters.sandbox.faults import FaultPlan, OutageMode
+from bitloot_adapters.sandbox.outbox import Outbox
 from bitloot_adapters.sandbox.server import Route, SandboxRequest, SandboxResponse, dispatch
 from bitloot_adapters.sandbox.wire import decimal_or_none, json_body, read_json
 from bitloot_core.ipn import canonical_json
@@ -69,7 +71,8 @@ _OPTIONAL_TEXT = ("ipn_callback_url", "order_id", "order_description", "purchase
 
 
 class IpnDelivery(NamedTuple):
-    """One IPN sent: its status and what the receiver answered (``None``: unreachable)."""
+    """One IPN: its status and what the receiver answered (``None``: unreachable, or not
+    sent yet by a ``pay`` that did not wait)."""
 
     status: str
     answered: int | None
@@ -128,7 +131,10 @@ class NowPaymentsSandbox:
         seed: int = 0,
         stall_seconds: float = 0.5,
         ipn_timeout: float = 5.0,
+        retry_delays: Sequence[float] = (),
     ) -> None:
+        """``retry_delays``: the waits before each new attempt of an IPN that was not
+        answered, or answered 5xx (NOWPayments retries; the default sends once)."""
         self._api_key = api_key
         self._ipn_key = ipn_secret.strip().encode()
         self._http = http
@@ -145,6 +151,7 @@ class NowPaymentsSandbox:
         self._payments: dict[int, _Payment] = {}
         self._events: list[SentIpn] = []
         self._calls: list[NowPaymentsCall] = []
+        self._outbox = Outbox(retry_delays=retry_delays, name="sandbox-nowpayments-ipns")
         self._routes = (
             Route("GET", re.compile(r"/v1/status"), self._status),
             Route("POST", re.compile(r"/v1/payment/?"), self._create_payment),
@@ -194,8 +201,13 @@ class NowPaymentsSandbox:
         *,
         duplicate: bool = False,
         shuffle: bool = False,
+        wait: float | None = None,
     ) -> list[IpnDelivery]:
-        """Pay ``amount`` (default: the full ``pay_amount``) and send the IPNs that follow."""
+        """Pay ``amount`` (default: the full ``pay_amount``) and send the IPNs that follow.
+
+        The IPNs go out from the sandbox's own thread, in order; this waits up to
+        ``wait`` seconds (None: as long as it takes) for their first attempts.
+        """
         with self._lock:
             payment = self._payable(payment_id)
             paid = payment.pay_amount if amount is None else amount
@@ -213,15 +225,19 @@ class NowPaymentsSandbox:
                 ipns = [ipn for ipn in ipns for _ in range(2)]
             if shuffle:
                 self._random.shuffle(ipns)
-        return [self._send(payment, status, body) for status, body in ipns]
+        return self._deliver(payment, ipns, wait)
 
-    def fail(self, payment_id: str) -> list[IpnDelivery]:
+    def fail(self, payment_id: str, *, wait: float | None = None) -> list[IpnDelivery]:
         """Send a ``failed`` IPN."""
-        return self._single(payment_id, "failed")
+        return self._single(payment_id, "failed", wait)
 
-    def expire(self, payment_id: str) -> list[IpnDelivery]:
+    def expire(self, payment_id: str, *, wait: float | None = None) -> list[IpnDelivery]:
         """Send an ``expired`` IPN."""
-        return self._single(payment_id, "expired")
+        return self._single(payment_id, "expired", wait)
+
+    def close(self) -> None:
+        """Stop sending: IPN retries still pending are dropped."""
+        self._outbox.close()
 
     def ipn_body(self, payment_id: str) -> bytes:
         """The payment as ``GET /v1/payment/{id}`` and an IPN print it now."""
@@ -229,13 +245,24 @@ class NowPaymentsSandbox:
             payment = self._payment(payment_id)
             return self._ipn(payment, payment.status, payment.actually_paid)[1]
 
-    def _single(self, payment_id: str, status: str) -> list[IpnDelivery]:
+    def _single(self, payment_id: str, status: str, wait: float | None) -> list[IpnDelivery]:
         with self._lock:
             payment = self._payable(payment_id)
             payment.status = status
             payment.updated_at = self._clock.now()
             ipn = self._ipn(payment, status, payment.actually_paid)
-        return [self._send(payment, *ipn)]
+        return self._deliver(payment, [ipn], wait)
+
+    def _deliver(
+        self, payment: _Payment, ipns: list[tuple[str, bytes]], wait: float | None
+    ) -> list[IpnDelivery]:
+        sending = self._outbox.send(
+            [functools.partial(self._send, payment, status, body) for status, body in ipns]
+        )
+        return [
+            IpnDelivery(status, answered)
+            for (status, _), (_, answered) in zip(ipns, sending.wait(wait), strict=True)
+        ]
 
     def _payment(self, payment_id: str) -> _Payment:
         payment = self._payments.get(int(payment_id)) if payment_id.isdigit() else None
@@ -281,7 +308,7 @@ class NowPaymentsSandbox:
         }
         return status, canonical_json(body).encode()
 
-    def _send(self, payment: _Payment, status: str, body: bytes) -> IpnDelivery:
+    def _send(self, payment: _Payment, status: str, body: bytes) -> int | None:
         url = str(payment.ipn_callback_url)
         signature = hmac.new(self._ipn_key, body, hashlib.sha512).hexdigest()
         try:
@@ -305,7 +332,7 @@ class NowPaymentsSandbox:
         )
         with self._lock:
             self._events.append(sent)
-        return IpnDelivery(status, answered)
+        return answered
 
     # -- HTTP --------------------------------------------------------------------------
 
@@ -431,7 +458,7 @@ class NowPaymentsSandbox:
                 deliveries = self.fail(payment_id) if action == "fail" else self.expire(payment_id)
         except LookupError as exc:
             return _error(404, "PAYMENT_NOT_FOUND", str(exc))
-        answer = {"deliveries": [delivery._asdict() for delivery in deliveries]}
+        answer = {"deliveries": [{"status": d.status, "answered": d.answered} for d in deliveries]}
         return SandboxResponse(status=200, body=json_body(answer))
 
     def _control_outage(self, request: SandboxRequest) -> SandboxResponse:
