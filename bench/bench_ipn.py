@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import Callable
 
-from bitloot_core.ipn import canonical_json, verify_ipn_signature
+from bitloot_core.providers.nowpayments import canonical_json, verify_ipn_signature
 
 SECRET = "Yb3kR9tV2mQ8xL5nW7cJ4hF6dS1aZ0pE"  # noqa: S105  a benchmark fixture
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from bitloot_adapters.sqlite_store import SqliteStore
 from bitloot_core.chart import OrderStatus, PaymentStatus
-from bitloot_core.ipn import canonical_json
+from bitloot_core.providers.nowpayments import canonical_json
 from bitloot_core.service import Checkout, CheckoutConfig
 from bitloot_core.testing import (
     FakeGateway,

@@ -43,7 +43,7 @@ from support.servers import load_example
 from bitloot_adapters.bootstrap import build_shop
 from bitloot_adapters.logs import configure_logging
 from bitloot_adapters.settings import load_settings
-from bitloot_core.ipn import canonical_json
+from bitloot_core.providers.nowpayments import canonical_json
 from bitloot_adapters.http_api import ROUTES, Route, json_response
 import logging
 

@@ -23,7 +23,7 @@ from bitloot_core.errors import (
     SupplierError,
     SupplierUnavailable,
 )
-from bitloot_core.ipn import parse_ipn, verify_ipn_signature
+from bitloot_core.providers.nowpayments import parse_ipn, verify_ipn_signature
 from bitloot_core.service import Checkout, CheckoutConfig
 from bitloot_core.values import Order, OrderItem, Payment, Product, ProductSource
 

@@ -24,9 +24,8 @@ from bitloot_core.errors import (
     ProviderError,
     SupplierUnavailable,
 )
-from bitloot_core.ipn import canonical_json
 from bitloot_core.providers import PaymentUpdate
-from bitloot_core.providers.nowpayments import parse_payment
+from bitloot_core.providers.nowpayments import canonical_json, parse_payment
 from bitloot_core.tokens import mint_key_token
 from bitloot_core.values import (
     AuditEntry,

@@ -27,7 +27,7 @@ from bitloot_adapters.sandbox import (
     SandboxServer,
 )
 from bitloot_adapters.sandbox.kinguin import tiny_png
-from bitloot_core.ipn import canonical_json, parse_ipn, verify_ipn_signature
+from bitloot_core.providers.nowpayments import canonical_json, parse_ipn, verify_ipn_signature
 from bitloot_core.testing import SettableClock
 
 NP_KEY = "np-sandbox-key-0123"

@@ -21,10 +21,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bitloot_core import ipn as ipn_module
 from bitloot_core.chart import PaymentStatus
 from bitloot_core.errors import MalformedWebhook
-from bitloot_core.ipn import (
+from bitloot_core.payments import binding_problem as neutral_binding_problem
+from bitloot_core.providers import webhook_json
+from bitloot_core.providers.nowpayments import ipn as ipn_module
+from bitloot_core.providers.nowpayments import update_of
+from bitloot_core.providers.nowpayments.ipn import (
     MAX_IPN_BYTES,
     MAX_IPN_DEPTH,
     Ipn,
@@ -33,8 +36,6 @@ from bitloot_core.ipn import (
     parse_ipn,
     verify_ipn_signature,
 )
-from bitloot_core.payments import binding_problem as neutral_binding_problem
-from bitloot_core.providers.nowpayments import update_of
 from bitloot_core.values import Order, OrderItem, Payment, ProductSource
 
 VECTORS = Path(__file__).parent.parent / "vectors"
@@ -99,8 +100,8 @@ def test_the_raw_path_alone_verifies_exactly_the_canonical_bodies(vector):
 def test_canonical_json_matches_node(vector):
     assert canonical_json(json.loads(vector["body"])) == vector["canonical"]
     # The library's own parses: doubles for the signature, Decimals for the values.
-    for decoder in (ipn_module._DOUBLE_DECODER, ipn_module._EXACT_DECODER):
-        tree = ipn_module._load_tree(vector["body"].encode(), decoder)
+    for decoder in (webhook_json.DOUBLE_DECODER, webhook_json.EXACT_DECODER):
+        tree = webhook_json.load(vector["body"].encode(), decoder, max_bytes=MAX_IPN_BYTES)
         assert canonical_json(tree) == vector["canonical"]
 
 
@@ -584,7 +585,7 @@ def test_deep_nesting_is_refused_before_parsing(depth):
 def test_a_million_levels_are_refused_without_recursion():
     with pytest.raises(MalformedWebhook, match="larger than"):
         parse_ipn(b"[" * 1_000_000)
-    assert ipn_module._too_deep("[" * 1_000_000)
+    assert webhook_json.too_deep("[" * 1_000_000)
 
 
 def test_sixteen_levels_are_accepted():

@@ -62,8 +62,8 @@ from bitloot_adapters.vault_file import FileVault
 from bitloot_core import rules
 from bitloot_core.chart import OrderStatus, PaymentStatus
 from bitloot_core.errors import KeyUrlRejected, VaultError
-from bitloot_core.ipn import canonical_json
 from bitloot_core.ports import Clock, KeySupplier, KeyVault, Mailer, Observer, PaymentGateway
+from bitloot_core.providers.nowpayments import canonical_json
 from bitloot_core.service import Checkout, CheckoutConfig, CreatedOrder, IpnResult, JobRun
 from bitloot_core.testing import (
     FakeGateway,

@@ -26,7 +26,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 import httpx
 
-from bitloot_core.ipn import canonical_json
+from bitloot_core.providers.nowpayments import canonical_json
 from support.servers import RunningServer
 
 T = TypeVar("T")

@@ -46,8 +46,8 @@ from bitloot_adapters.sandbox.faults import FaultPlan, OutageMode
 from bitloot_adapters.sandbox.outbox import Outbox
 from bitloot_adapters.sandbox.server import Route, SandboxRequest, SandboxResponse, dispatch
 from bitloot_adapters.sandbox.wire import decimal_or_none, json_body, read_json
-from bitloot_core.ipn import canonical_json
 from bitloot_core.ports import Clock
+from bitloot_core.providers.nowpayments import canonical_json
 
 __all__ = ["DEFAULT_RATES", "IpnDelivery", "NowPaymentsCall", "NowPaymentsSandbox", "SentIpn"]
 

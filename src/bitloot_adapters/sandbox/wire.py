@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal, InvalidOperation
 
-from bitloot_core.ipn import canonical_json
+from bitloot_core.providers.nowpayments import canonical_json
 
 __all__ = ["decimal_or_none", "json_body", "read_json"]
 

@@ -11,9 +11,9 @@ for ``1e-7``, ``100.0`` for ``100``, ``\\u00e9`` for ``é``, ...), so ``canonica
 reproduces Node's output byte for byte: JS number formatting, raw UTF-8, JS key order.
 
 Limits: a body larger than ``MAX_IPN_BYTES`` or nested deeper than ``MAX_IPN_DEPTH`` is
-not an IPN; the nesting is measured before parsing, so no body can exhaust the stack.
-Duplicate keys and ``NaN``/``Infinity`` are refused: they are not in any IPN and parsers
-disagree about them.
+not an IPN. The strict JSON reading (limits checked before parsing, duplicate keys and
+``NaN``/``Infinity`` refused) is shared by every provider:
+``bitloot_core.providers.webhook_json``.
 
 This module never performs I/O and never reads a clock. ``verify_ipn_signature`` never
 raises, whatever it is given; ``parse_ipn`` raises only ``MalformedWebhook``.
@@ -32,6 +32,7 @@ from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Final
 
 from bitloot_core.errors import MalformedWebhook
+from bitloot_core.providers import webhook_json
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -49,7 +50,7 @@ __all__ = [
 MAX_IPN_BYTES: Final = 64 * 1024
 """The largest IPN body accepted; a real one is under 1 KiB."""
 
-MAX_IPN_DEPTH: Final = 16
+MAX_IPN_DEPTH: Final = webhook_json.MAX_DEPTH
 """The deepest nesting of objects and arrays accepted; a real IPN nests two deep."""
 
 _DIGEST_SIZE: Final = 64  # SHA-512
@@ -69,11 +70,6 @@ _AMOUNT_LIMIT: Final = Decimal("1e30")
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
-# JSON string literals, removed before the nesting is measured so brackets inside strings
-# don't count. An unterminated one runs to the end of the text: every match succeeds
-# without backtracking, which keeps the scan linear on hostile input.
-_STRING_LITERAL: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
-_BRACKET: Final = re.compile(r"[\[\]{}]")
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _JSON_NUMBER: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 
@@ -120,7 +116,7 @@ def verify_ipn_signature(raw_body: bytes, signature: str | None, secret: str) ->
     if hmac.compare_digest(hmac.digest(key, body, "sha512"), expected):
         return True
     try:
-        tree = _load_tree(body, _DOUBLE_DECODER)
+        tree = _load_tree(body, webhook_json.DOUBLE_DECODER)
     except MalformedWebhook:
         return False
     if not isinstance(tree, dict):
@@ -281,65 +277,6 @@ def _js_exponent_form(text: str) -> str:
     return f"{sign}{digits[0]}{fraction}e{'+' if power >= 0 else '-'}{abs(power)}"
 
 
-def _load_tree(raw_body: bytes, decoder: json.JSONDecoder) -> object:
-    """Parse an IPN body within the limits."""
-    if len(raw_body) > MAX_IPN_BYTES:
-        raise MalformedWebhook(
-            f"the IPN body is larger than {MAX_IPN_BYTES} bytes", size=len(raw_body)
-        )
-    try:
-        text = raw_body.decode()
-    except UnicodeDecodeError as exc:
-        raise MalformedWebhook("the IPN body is not valid UTF-8") from exc
-    if _too_deep(text):
-        raise MalformedWebhook(f"the IPN body nests deeper than {MAX_IPN_DEPTH} levels")
-    try:
-        return decoder.decode(text)
-    except ValueError as exc:  # JSONDecodeError, or an int too long for int()
-        raise MalformedWebhook(f"the IPN body is not valid JSON: {exc}") from exc
-
-
-def _too_deep(text: str) -> bool:
-    # Fewer opening brackets than the limit cannot nest too deep, whatever they are in.
-    if text.count("[") + text.count("{") <= MAX_IPN_DEPTH:
-        return False
-    depth = 0
-    for bracket in _BRACKET.findall(_STRING_LITERAL.sub("", text)):
-        depth += 1 if bracket in "[{" else -1
-        if depth > MAX_IPN_DEPTH:
-            return True
-    return False
-
-
-def _decimal(text: str) -> Decimal:
-    try:
-        return Decimal(text)
-    except ArithmeticError:  # an exponent beyond what Decimal can hold
-        raise MalformedWebhook(f"the number {text[:40]} is out of range") from None
-
-
-def _refuse_constant(name: str) -> object:
-    raise MalformedWebhook(f"{name} is not a JSON number")
-
-
-def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise MalformedWebhook("the IPN body repeats a key in one object")
-    return obj
-
-
-# Built once (json.loads with arguments builds a decoder per call). Both keep ints as int.
-# For the signature, other numbers become the doubles Node parses them to; for the IPN's
-# values, exact Decimals of the JSON text.
-_DOUBLE_DECODER: Final = json.JSONDecoder(
-    parse_constant=_refuse_constant, object_pairs_hook=_unique_keys
-)
-_EXACT_DECODER: Final = json.JSONDecoder(
-    parse_float=_decimal, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys
-)
-
-
 def parse_ipn(raw_body: bytes) -> Ipn:
     """The ``Ipn`` in a NOWPayments IPN body; raises ``MalformedWebhook`` for anything else.
 
@@ -353,7 +290,7 @@ def parse_ipn(raw_body: bytes) -> Ipn:
     must be below 2**53 and a number amount must carry no digits beyond its double's
     (NOWPayments' own numbers always satisfy both); amounts must be below 10**30.
     """
-    body = _load_tree(raw_body, _EXACT_DECODER)
+    body = _load_tree(raw_body, webhook_json.EXACT_DECODER)
     if not isinstance(body, dict):
         raise MalformedWebhook("the IPN body is not a JSON object")
     payment_id = _id(body, "payment_id")
@@ -378,6 +315,11 @@ def parse_ipn(raw_body: bytes) -> Ipn:
         outcome_currency=_currency(body, "outcome_currency"),
         updated_at=_time(body, "updated_at"),
     )
+
+
+def _load_tree(raw_body: bytes, decoder: json.JSONDecoder) -> object:
+    """Parse an IPN body within the limits (``webhook_json``)."""
+    return webhook_json.load(raw_body, decoder, max_bytes=MAX_IPN_BYTES)
 
 
 def _wrong_type(name: str, expected: str, value: object) -> MalformedWebhook:

@@ -1,10 +1,11 @@
 """NOWPayments as a payment provider: its status table, webhook and payment parser.
 
 The wire format (HMAC-SHA512 signatures over Node's JSON text, the IPN body and its
-limits) is ``bitloot_core.ipn``; this module turns it into the neutral values of the
-provider seam. NOWPayments' IPNs carry the whole payment, so a webhook never needs a
-re-read, and the payment JSON its API answers has the IPN's shape, so one parser serves
-both (``parse_payment``, used by the adapter's client).
+limits) is the ``ipn`` module beside this one, whose names are re-exported here; this
+module turns it into the neutral values of the provider seam. NOWPayments' IPNs carry
+the whole payment, so a webhook never needs a re-read, and the payment JSON its API
+answers has the IPN's shape, so one parser serves both (``parse_payment``, used by the
+adapter's client).
 """
 
 from __future__ import annotations
@@ -14,12 +15,30 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
-from bitloot_core import ipn
 from bitloot_core.chart import PaymentKind
 from bitloot_core.errors import BadSignature
 from bitloot_core.providers import PaymentUpdate, ProviderStatus, WebhookNotice
+from bitloot_core.providers.nowpayments.ipn import (
+    Ipn,
+    canonical_json,
+    dedupe_key,
+    parse_ipn,
+    verify_ipn_signature,
+)
 
-__all__ = ["NAME", "SIGNATURE_HEADER", "STATUSES", "NowPayments", "parse_payment", "update_of"]
+__all__ = [
+    "NAME",
+    "SIGNATURE_HEADER",
+    "STATUSES",
+    "Ipn",
+    "NowPayments",
+    "canonical_json",
+    "dedupe_key",
+    "parse_ipn",
+    "parse_payment",
+    "update_of",
+    "verify_ipn_signature",
+]
 
 NAME: Final = "nowpayments"
 SIGNATURE_HEADER: Final = "x-nowpayments-sig"
@@ -55,7 +74,7 @@ STATUSES: Final = MappingProxyType(
 )
 
 
-def update_of(event: ipn.Ipn) -> PaymentUpdate:
+def update_of(event: Ipn) -> PaymentUpdate:
     """The neutral update an IPN (or the API's payment JSON) says."""
     row = STATUSES.get(event.payment_status)
     return PaymentUpdate(
@@ -63,7 +82,7 @@ def update_of(event: ipn.Ipn) -> PaymentUpdate:
         payment_id=event.payment_id,
         provider_status=event.payment_status,
         kind=None if row is None else row.kind,
-        dedupe_key=ipn.dedupe_key(event),
+        dedupe_key=dedupe_key(event),
         actually_paid=event.actually_paid,
         order_id=event.order_id,
         parent_payment_id=event.parent_payment_id,
@@ -77,7 +96,7 @@ def update_of(event: ipn.Ipn) -> PaymentUpdate:
 
 def parse_payment(raw_body: bytes) -> PaymentUpdate:
     """``GET /payment/{id}``'s JSON as an update; raises ``MalformedWebhook`` if unusable."""
-    return update_of(ipn.parse_ipn(raw_body))
+    return update_of(parse_ipn(raw_body))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,9 +112,9 @@ class NowPayments:
 
     def read_webhook(self, raw_body: bytes, headers: Mapping[str, str]) -> WebhookNotice:
         signature = _header(headers, SIGNATURE_HEADER)
-        if not ipn.verify_ipn_signature(raw_body, signature, self.ipn_secret):
+        if not verify_ipn_signature(raw_body, signature, self.ipn_secret):
             raise BadSignature("bad signature")
-        update = update_of(ipn.parse_ipn(raw_body))
+        update = update_of(parse_ipn(raw_body))
         return WebhookNotice(
             payment_id=update.payment_id, dedupe_key=update.dedupe_key, update=update
         )
