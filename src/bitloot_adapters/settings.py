@@ -1,7 +1,11 @@
 """Configuration from environment variables, with secrets kept in the data directory.
 
-With no payment provider's API key (NOWPayments' or BTCPay Server's) the shop runs in
-sandbox mode, offering every provider against its loopback sandbox. Secrets that the environment
+Configuration fails closed. Every ``BITLOOT_*`` variable must be one the shop knows
+(``KNOWN_VARIABLES``): any other is a start-up error naming it and the closest known
+name, since a misspelt live setting would otherwise start a sandbox. ``BITLOOT_MODE`` is
+``sandbox`` or ``live``; unset, it is ``sandbox`` only when the server listens on a
+loopback host, and a start-up error otherwise. A live-only variable in sandbox mode, or
+a missing one in live mode, is a start-up error too. Secrets that the environment
 does not set are generated once and kept in ``<data dir>/secrets.json`` (mode 0600); an
 environment variable always wins. With ``BITLOOT_DATABASE_URL`` set (the shared
 PostgreSQL store of a shop on many hosts) nothing a host must share may live on its disk:
@@ -16,7 +20,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import fcntl
+import ipaddress
 import json
 import os
 import re
@@ -38,10 +44,68 @@ PREFIX: Final = "BITLOOT_"
 SECRETS_FILE: Final = "secrets.json"
 SECRETS_LOCK: Final = "secrets.lock"
 VAULT_KEY_BYTES: Final = 32
+SANDBOX: Final = "sandbox"
+LIVE: Final = "live"
+
+# Every variable the shop reads (without the prefix). Reading a new one? Add it here and
+# to docs/configuration.md: a name missing here stops every start that sets it.
+KNOWN_VARIABLES: Final = frozenset(
+    {
+        "MODE",
+        "NOWPAYMENTS_API_KEY",
+        "NOWPAYMENTS_BASE_URL",
+        "NOWPAYMENTS_IPN_SECRET",
+        "KINGUIN_API_KEY",
+        "KINGUIN_BASE_URL",
+        "KINGUIN_WEBHOOK_SECRET",
+        "VAULT_KEY",
+        "SIGNING_KEY",
+        "ADMIN_TOKEN",
+        "SMTP_URL",
+        "PUBLIC_URL",
+        "ORDER_TTL_MINUTES",
+        "KEY_URL_TTL_SECONDS",
+        "UNDERPAY_TOLERANCE_PERCENT",
+        "PAY_CURRENCY",
+        "JOB_LEASE_SECONDS",
+        "SQLITE_SYNCHRONOUS",
+        "S3_BUCKET",
+        "S3_ACCESS_KEY_ID",
+        "S3_SECRET_ACCESS_KEY",
+        "R2_ACCOUNT_ID",
+        "S3_ENDPOINT_URL",
+        "MAIL_DIR",
+        "DATA_DIR",
+        "PAYMENT_PROVIDERS",
+        "BTCPAY_URL",
+        "BTCPAY_API_KEY",
+        "BTCPAY_STORE_ID",
+        "BTCPAY_WEBHOOK_SECRET",
+        "DATABASE_URL",
+        "DATABASE_POOL_SIZE",
+        "VAULT",
+    }
+)
+# Read by the project's own test and benchmark tools, never by the shop: allowed so that
+# a developer's environment does not stop the servers those tools start.
+TOOL_VARIABLES: Final = frozenset(
+    {"PG_BINDIR", "UPDATE_SCREENSHOT", "BENCH_BODIES", "BENCH_CLIENTS"}
+)
+# Variables that point the shop at a real provider: refused in sandbox mode.
+LIVE_ONLY: Final = (
+    "NOWPAYMENTS_API_KEY",
+    "NOWPAYMENTS_BASE_URL",
+    "KINGUIN_API_KEY",
+    "KINGUIN_BASE_URL",
+    "BTCPAY_URL",
+    "BTCPAY_API_KEY",
+    "BTCPAY_STORE_ID",
+    "BTCPAY_WEBHOOK_SECRET",
+)
 # How a process picks its mode, for the message refusing a data dir of the other mode.
 HOW_TO_SWITCH: Final = (
-    f"live mode: set {PREFIX}NOWPAYMENTS_API_KEY (or {PREFIX}BTCPAY_API_KEY) and the other "
-    f"live variables; sandbox mode: leave both unset"
+    f"live mode: set {PREFIX}MODE=live and the live variables; "
+    f"sandbox mode: {PREFIX}MODE=sandbox (the default on a loopback host)"
 )
 
 
@@ -460,6 +524,59 @@ def _btcpay(env: Mapping[str, str], kept: Mapping[str, str], *, sandbox: bool) -
     )
 
 
+def check_names(env: Mapping[str, str]) -> None:
+    """Refuse any ``BITLOOT_*`` variable the shop does not know, naming the closest one.
+
+    Only names are shown, never values (a misspelt secret is still a secret)."""
+    known = sorted(PREFIX + name for name in KNOWN_VARIABLES)
+    for name in sorted(env):
+        if not name.startswith(PREFIX):
+            continue
+        bare = name.removeprefix(PREFIX)
+        if bare in KNOWN_VARIABLES or bare in TOOL_VARIABLES:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f": did you mean {close[0]}?" if close else ""
+        raise ConfigError(
+            f"unknown setting {name} (see docs/configuration.md for the known ones){hint}"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable only from this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _mode(env: Mapping[str, str], host: str) -> str:
+    """``BITLOOT_MODE``: given, or ``sandbox`` on a loopback host; then the mode's checks."""
+    name = PREFIX + "MODE"
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        if not is_loopback(host):
+            raise ConfigError(
+                f"{name} is required when listening on {host!r}, which is not a loopback "
+                f"address: set {name}=live for real payments, or {name}=sandbox to serve "
+                "the sandbox (it hands out keys without payment) beyond this machine"
+            )
+        raw = SANDBOX
+    if raw not in (SANDBOX, LIVE):
+        raise ConfigError(f"{name} must be sandbox or live")
+    if raw == SANDBOX:
+        present = [PREFIX + n for n in LIVE_ONLY if env.get(PREFIX + n)]
+        if present:
+            raise ConfigError(
+                f"{', '.join(present)} set, but the shop is in sandbox mode ({name} unset "
+                f"on a loopback host, or {name}=sandbox): set {name}=live to use the real "
+                "providers, or unset them"
+            )
+    return raw
+
+
 def load_settings(
     *,
     data_dir: Path,
@@ -475,14 +592,16 @@ def load_settings(
     ``must_exist`` (commands that only read a shop) a data dir never used is one too.
     """
     env = os.environ if env is None else env
+    check_names(env)
+    sandbox = _mode(env, host) == SANDBOX
     api_key = env.get(PREFIX + "NOWPAYMENTS_API_KEY", "")
-    sandbox = api_key == "" and not env.get(PREFIX + "BTCPAY_API_KEY")
     kinguin_key = env.get(PREFIX + "KINGUIN_API_KEY", "")
     database_url = _database_url(env)
     providers = _payment_providers(env, sandbox=sandbox)
     if not sandbox:
         needed = ["KINGUIN_API_KEY", "PUBLIC_URL"]
-        for provider in providers:
+        # No provider's API key at all: NOWPayments, the default, is what is missing.
+        for provider in providers or PAYMENT_PROVIDERS[:1]:
             needed += _PROVIDER_SETTINGS[provider]
         missing = [PREFIX + name for name in needed if not env.get(PREFIX + name)]
         if missing:
@@ -523,7 +642,8 @@ def load_settings(
                 f"no shop data dir at {data_dir}: start the shop there first, or point "
                 f"--data-dir (or {PREFIX}DATA_DIR) at an existing one"
             )
-        data_dir.mkdir(parents=True, exist_ok=True)
+        # Private to the shop's user: it holds the secrets, the database and the key vault.
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         claim_data_dir(data_dir, mode_of(sandbox), how_to_switch=HOW_TO_SWITCH)
     except ModeMismatchError as exc:
         raise ConfigError(str(exc)) from None

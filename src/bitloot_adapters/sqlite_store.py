@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -509,6 +510,23 @@ def _apply_migrations(conn: sqlite3.Connection, db: sqlite_utils.Database) -> li
 # --- the store --------------------------------------------------------------------------
 
 
+def _private(path: Path) -> None:
+    """Create the database file 0600 (SQLite gives its -wal and -shm files the same mode),
+    or take group and other access away from one made by an older version."""
+    if str(path) == ":memory:":
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists() and side.stat().st_mode & 0o077:
+            side.chmod(0o600)
+
+
 class SqliteStore:
     """A ``Store`` in one SQLite file; safe to share between threads and processes.
 
@@ -544,6 +562,7 @@ class SqliteStore:
         if busy_timeout_ms < 0:
             raise ValueError("busy_timeout_ms must not be negative")
         self.path = Path(path)
+        _private(self.path)
         self.busy_timeout_ms = busy_timeout_ms
         self.synchronous: Synchronous = synchronous
         self._local = threading.local()

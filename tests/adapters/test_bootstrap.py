@@ -33,6 +33,7 @@ from bitloot_core.testing import (
 from bitloot_core.values import Product, ProductSource
 
 LIVE_ENV = {
+    "BITLOOT_MODE": "live",
     "BITLOOT_NOWPAYMENTS_API_KEY": "np-key",
     "BITLOOT_NOWPAYMENTS_IPN_SECRET": "ipn-secret",
     "BITLOOT_KINGUIN_API_KEY": "kg-key",

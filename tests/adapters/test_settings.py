@@ -32,6 +32,7 @@ from bitloot_adapters.settings import (
 PROCESSES = 8
 WORKER_RUN_NAME = "bitloot_settings_child"
 LIVE = {
+    "BITLOOT_MODE": "live",
     "BITLOOT_SMTP_URL": "smtp://127.0.0.1:2525",
     "BITLOOT_NOWPAYMENTS_API_KEY": "np-live-key",
     "BITLOOT_NOWPAYMENTS_IPN_SECRET": "np-ipn-secret",
@@ -142,14 +143,14 @@ def test_a_secret_from_the_environment_is_neither_generated_nor_saved(tmp_path: 
 
 
 def test_sandbox_provider_keys_live_only_in_the_data_dir(tmp_path: Path) -> None:
-    env = {
-        "BITLOOT_SANDBOX_NOWPAYMENTS_API_KEY": "from-env-np",
-        "BITLOOT_SANDBOX_KINGUIN_API_KEY": "from-env-kg",
-    }
-    settings = load_settings(data_dir=tmp_path, env=env)
+    # They are not settings: naming them in the environment is refused, like any unknown.
+    for name in ("BITLOOT_SANDBOX_NOWPAYMENTS_API_KEY", "BITLOOT_SANDBOX_KINGUIN_API_KEY"):
+        with pytest.raises(ConfigError, match=f"unknown setting {name}"):
+            load_settings(data_dir=tmp_path, env={name: "from-env"})
+    settings = load_settings(data_dir=tmp_path, env={})
     on_disk = kept(tmp_path)
-    assert settings.nowpayments_api_key == on_disk["sandbox_nowpayments_api_key"] != "from-env-np"
-    assert settings.kinguin_api_key == on_disk["sandbox_kinguin_api_key"] != "from-env-kg"
+    assert settings.nowpayments_api_key == on_disk["sandbox_nowpayments_api_key"]
+    assert settings.kinguin_api_key == on_disk["sandbox_kinguin_api_key"]
 
 
 def test_live_mode_keeps_no_sandbox_keys(tmp_path: Path) -> None:
@@ -429,6 +430,7 @@ def test_database_settings_built_in_code_are_checked(tmp_path: Path) -> None:
 # --- payment providers ----------------------------------------------------------------------
 
 BTCPAY_LIVE = {
+    "BITLOOT_MODE": "live",
     "BITLOOT_SMTP_URL": "smtp://127.0.0.1:2525",
     "BITLOOT_BTCPAY_URL": "https://btcpay.example/",
     "BITLOOT_BTCPAY_API_KEY": "btcpay-live-key",

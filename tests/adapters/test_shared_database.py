@@ -33,6 +33,7 @@ SECRETS = {
     "BITLOOT_ADMIN_TOKEN": "admin-token",
 }
 LIVE = {
+    "BITLOOT_MODE": "live",
     "BITLOOT_NOWPAYMENTS_API_KEY": "np-key",
     "BITLOOT_KINGUIN_API_KEY": "kg-key",
     "BITLOOT_PUBLIC_URL": "https://shop.example",

@@ -14,6 +14,7 @@ from bitloot_adapters.settings import SECRETS_FILE, ConfigError, load_settings
 from bitloot_adapters.shop_mode import MODE_FILE, data_dir_mode
 
 LIVE = {
+    "BITLOOT_MODE": "live",
     "BITLOOT_NOWPAYMENTS_API_KEY": "np-live-key",
     "BITLOOT_NOWPAYMENTS_IPN_SECRET": "np-ipn-secret",
     "BITLOOT_KINGUIN_API_KEY": "kinguin-live-key",
@@ -49,7 +50,7 @@ def test_a_sandbox_start_on_a_live_data_dir_is_refused_and_writes_nothing(
     message = str(refused.value)
     assert f"the data dir {data_dir} belongs to a live-mode shop" in message
     assert "this process is in sandbox mode" in message
-    assert "set BITLOOT_NOWPAYMENTS_API_KEY" in message
+    assert "set BITLOOT_MODE=live" in message
     assert "use another data dir (--data-dir or BITLOOT_DATA_DIR)" in message
     assert snapshot(data_dir) == before
     assert "sandbox_nowpayments_api_key" not in json.loads(before[SECRETS_FILE])

@@ -367,7 +367,9 @@ def test_malformed_setting_stops_the_example_server_with_its_name(
 
 def test_live_mode_needs_its_secrets(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
-        load_settings(data_dir=tmp_path, env={"BITLOOT_NOWPAYMENTS_API_KEY": "live"})
+        load_settings(
+            data_dir=tmp_path, env={"BITLOOT_MODE": "live", "BITLOOT_NOWPAYMENTS_API_KEY": "live"}
+        )
     assert "BITLOOT_NOWPAYMENTS_IPN_SECRET" in str(raised.value)
     assert "BITLOOT_KINGUIN_API_KEY" in str(raised.value)
     # Without it NOWPayments would be told to send IPNs to loopback.

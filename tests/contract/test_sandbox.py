@@ -166,6 +166,7 @@ def live_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runn
     """A shop configured for the real providers (pointed at a closed port): no sandbox."""
     closed = free_port_url()
     env = {
+        "BITLOOT_MODE": "live",
         "BITLOOT_NOWPAYMENTS_API_KEY": "np-live-key",
         "BITLOOT_NOWPAYMENTS_IPN_SECRET": "np-ipn-secret",
         "BITLOOT_KINGUIN_API_KEY": "kinguin-live-key",

@@ -319,6 +319,7 @@ def sandboxes(clock: Clock | None, *, key_delay: float = 0.0) -> Iterator[Sandbo
 def live_env(sandbox: Sandboxes, public_url: str, **extra: str) -> dict[str, str]:
     """A live-mode shop's environment, pointed at the sandboxes, with the kit's secrets."""
     env = {
+        "BITLOOT_MODE": "live",
         "BITLOOT_NOWPAYMENTS_API_KEY": NOWPAYMENTS_API_KEY,
         "BITLOOT_NOWPAYMENTS_BASE_URL": f"{sandbox.payments_url}/v1",
         "BITLOOT_NOWPAYMENTS_IPN_SECRET": IPN_SECRET,

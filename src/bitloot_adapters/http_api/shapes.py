@@ -208,12 +208,18 @@ def json_body(request: HttpRequest, *, optional: bool = False) -> dict[str, Any]
     return data
 
 
-def bearer_token(request: HttpRequest) -> str | None:
-    """The access token: ``Authorization: Bearer`` first, else ``?token=``."""
+def header_token(request: HttpRequest) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, or None."""
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip()
-    return request.query.get("token")
+    return None
+
+
+def bearer_token(request: HttpRequest) -> str | None:
+    """An order's access token: ``Authorization: Bearer`` first, else ``?token=`` (the
+    page's ``EventSource`` cannot send headers). Never the admin token's way in."""
+    return header_token(request) or request.query.get("token")
 
 
 def decimal_field(data: Mapping[str, Any], name: str) -> Decimal | None:
