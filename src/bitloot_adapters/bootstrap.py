@@ -42,7 +42,8 @@ from bitloot_adapters.sandbox import (
     SandboxServer,
 )
 from bitloot_adapters.sandbox.ids import first_payment_id, fresh_seed
-from bitloot_adapters.settings import ConfigError, Settings
+from bitloot_adapters.settings import HOW_TO_SWITCH, ConfigError, Settings
+from bitloot_adapters.shop_mode import ModeMismatchError, claim_database, mode_of
 from bitloot_adapters.sqlite_store import SqliteStore
 from bitloot_adapters.vault_db import DatabaseVault
 from bitloot_adapters.vault_file import FileVault
@@ -226,7 +227,15 @@ def open_store(settings: Settings) -> SqliteStore | PostgresStore:
         raise ConfigError(
             "BITLOOT_DATABASE_URL needs the postgres extra: pip install 'bitloot[postgres]'"
         ) from None
-    return PostgresStore(settings.database_url, pool_size=settings.database_pool_size)
+    store = PostgresStore(settings.database_url, pool_size=settings.database_pool_size)
+    try:
+        claim_database(
+            store, mode_of(settings.sandbox), where="the database", how_to_switch=HOW_TO_SWITCH
+        )
+    except ModeMismatchError as exc:
+        store.close()
+        raise ConfigError(str(exc)) from None
+    return store
 
 
 def _vault(settings: Settings, store: Store) -> FileVault | DatabaseVault | S3Vault:
@@ -442,9 +451,14 @@ def build_shop(
     # client they post IPNs through, then the store and the vault.
     sandboxes: _Sandboxes | None = None
     made: list[Callable[[], None]] = []
+    if store is None:
+        # First: a database of the other mode stops the start before anything runs.
+        opened = open_store(settings)
+        made.append(opened.close)
+        store = opened
     if http is None:
         http = httpx.Client(timeout=httpx.Timeout(10.0))
-        made.append(http.close)
+        made.insert(0, http.close)
     settings = _with_sandbox_webhook_secret(settings)
     if settings.sandbox:
         sandboxes = _start_sandboxes(settings, http, _sandbox_clock(clock))
@@ -452,10 +466,6 @@ def build_shop(
     else:
         clock = clock or SystemClock()
         urls = _live_urls(settings)
-    if store is None:
-        opened = open_store(settings)
-        made.append(opened.close)
-        store = opened
     if vault is None:
         made_vault = _vault(settings, store)
         if not isinstance(made_vault, FileVault | DatabaseVault):

@@ -453,6 +453,19 @@ class PostgresStore:
         with _translated(), self._pool.connection() as conn:
             return _migrate(conn)
 
+    def claim_mode(self, mode: str) -> str:
+        """The shop mode (``sandbox`` or ``live``) this database belongs to: ``mode`` if
+        it had none yet (recorded now), else the one its first shop recorded."""
+        with _translated(), self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS shop_mode (one boolean PRIMARY KEY DEFAULT true"
+                " CHECK (one), mode text NOT NULL, recorded_at timestamptz NOT NULL DEFAULT now())"
+            )
+            conn.execute("INSERT INTO shop_mode (mode) VALUES (%s) ON CONFLICT DO NOTHING", (mode,))
+            row = conn.execute("SELECT mode FROM shop_mode").fetchone()
+        return str(row[0]) if row else mode
+
     def schema_version(self) -> int:
         with _translated(), self._pool.connection() as conn:
             row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()

@@ -7,6 +7,9 @@ the live variables on a live data dir would run in sandbox mode: buy from its ow
 sandbox Kinguin, mail a fake key to a paying customer and keep sandbox secrets beside the
 live ones.
 
+A database shared by several hosts (PostgreSQL) keeps its mode too, in its own table:
+each host's data dir may be new, the database is where the shop lives.
+
 A data dir from before the mode was kept is read by its secrets: sandbox starts keep the
 sandbox API keys there, live ones never do (a data dir with a database and no sandbox
 keys is live).
@@ -16,11 +19,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, Protocol, runtime_checkable
 
 from bitloot_adapters import files
 
-__all__ = ["MODE_FILE", "Mode", "ModeMismatchError", "claim_data_dir", "data_dir_mode", "mode_of"]
+__all__ = [
+    "MODE_FILE",
+    "Mode",
+    "ModeKeeper",
+    "ModeMismatchError",
+    "claim_data_dir",
+    "claim_database",
+    "data_dir_mode",
+    "mode_of",
+]
 
 MODE_FILE: Final = "mode"
 Mode = Literal["sandbox", "live"]
@@ -63,6 +75,28 @@ def _mode_from_secrets(data_dir: Path) -> Mode | None:
     return "live" if (data_dir / "bitloot.db").exists() else None
 
 
+@runtime_checkable
+class ModeKeeper(Protocol):
+    """A store that records the mode of its first shop (PostgreSQL's)."""
+
+    def claim_mode(self, mode: str) -> str: ...
+
+
+def _refusal(where: str, recorded: str, mode: str, how_to_switch: str) -> ModeMismatchError:
+    return ModeMismatchError(
+        f"{where} belongs to a {recorded}-mode shop, and this process is in {mode} mode. "
+        f"To run that shop, start in {recorded} mode ({how_to_switch}); for a {mode}-mode "
+        "shop, use another data dir (--data-dir or BITLOOT_DATA_DIR) and database."
+    )
+
+
+def claim_database(store: ModeKeeper, mode: Mode, *, where: str, how_to_switch: str) -> None:
+    """Record ``mode`` as the database's on its first use; refuse the other mode after."""
+    recorded = store.claim_mode(mode)
+    if recorded != mode:
+        raise _refusal(where, recorded, mode, how_to_switch)
+
+
 def claim_data_dir(data_dir: Path, mode: Mode, *, how_to_switch: str) -> None:
     """Record ``mode`` as ``data_dir``'s on its first use; refuse the other mode after.
 
@@ -75,9 +109,4 @@ def claim_data_dir(data_dir: Path, mode: Mode, *, how_to_switch: str) -> None:
         # Two first starts at once in different modes: the one that wrote the file wins.
         recorded = data_dir_mode(data_dir)
     if recorded != mode:
-        raise ModeMismatchError(
-            f"the data dir {data_dir} belongs to a {recorded}-mode shop, and this process "
-            f"is in {mode} mode. To run that shop, start in {recorded} mode "
-            f"({how_to_switch}); for a {mode}-mode shop, use another data dir "
-            "(--data-dir or BITLOOT_DATA_DIR)."
-        )
+        raise _refusal(f"the data dir {data_dir}", recorded or "?", mode, how_to_switch)

@@ -3,10 +3,12 @@ write. Live mode needs a mail server unless a mail dir is set on purpose."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
 import attrs
+import psycopg
 import pytest
 
 from bitloot_adapters.bootstrap import build_shop
@@ -124,3 +126,32 @@ def test_build_shop_refuses_live_settings_made_in_code_without_a_mailer(tmp_path
     bare = attrs.evolve(settings, smtp_url=None)
     with pytest.raises(ConfigError, match="a live shop needs a mail server"):
         build_shop(bare)
+
+
+def test_a_database_keeps_the_mode_of_its_first_shop(tmp_path: Path, pg_url: str) -> None:
+    """Hosts sharing one PostgreSQL database each have a data dir of their own: a new,
+    empty one must not let a sandbox process onto the live shop's database."""
+    shared = {
+        "BITLOOT_DATABASE_URL": pg_url,
+        "BITLOOT_VAULT_KEY": base64.b64encode(b"v" * 32).decode(),
+        "BITLOOT_SIGNING_KEY": base64.b64encode(b"s" * 32).decode(),
+        "BITLOOT_ADMIN_TOKEN": "admin-token",
+        "BITLOOT_NOWPAYMENTS_IPN_SECRET": "np-ipn-secret",
+    }
+    live = load_settings(data_dir=tmp_path / "host-1", env=LIVE | shared)
+    build_shop(live).close()
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT mode FROM shop_mode").fetchall() == [("live",)]
+    sandbox = load_settings(data_dir=tmp_path / "host-2", env=shared)
+    assert sandbox.mode == "sandbox"
+    with pytest.raises(ConfigError) as refused:
+        build_shop(sandbox)
+    message = str(refused.value)
+    assert (
+        "the database belongs to a live-mode shop, and this process is in sandbox mode" in message
+    )
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM products").fetchone() == (0,)
+    # The live shop itself is still welcome.
+    again = load_settings(data_dir=tmp_path / "host-3", env=LIVE | shared)
+    build_shop(again).close()
