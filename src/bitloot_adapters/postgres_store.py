@@ -359,7 +359,18 @@ CREATE TABLE vault_keys (
 );
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1_INITIAL, _V2_PAYMENT_PROVIDER, _V3_VAULT_KEYS)
+# Scopes are stored hashed from now on; an older version stored "email\nkey" in plain
+# text (a key replays the order's access token). A hash has no newline.
+_V4_HASHED_IDEMPOTENCY_SCOPES: Final = """
+DELETE FROM idempotency WHERE strpos(scope, chr(10)) > 0;
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    _V1_INITIAL,
+    _V2_PAYMENT_PROVIDER,
+    _V3_VAULT_KEYS,
+    _V4_HASHED_IDEMPOTENCY_SCOPES,
+)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

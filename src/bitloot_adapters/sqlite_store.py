@@ -433,12 +433,19 @@ def _v3_vault_keys(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v4_hashed_idempotency_scopes(db: sqlite_utils.Database) -> None:
+    # Scopes are stored hashed from now on; an older version stored "email\nkey" in
+    # plain text (a key replays the order's access token). A hash has no newline.
+    db.execute("DELETE FROM idempotency WHERE instr(scope, char(10)) > 0")
+
+
 # Forward migrations, in order: the database is at version N once the first N have run.
 # Append only; never edit one that has shipped.
 MIGRATIONS: Final[tuple[Callable[[sqlite_utils.Database], None], ...]] = (
     _v1_initial,
     _v2_payment_provider,
     _v3_vault_keys,
+    _v4_hashed_idempotency_scopes,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -1,7 +1,9 @@
 """Idempotent order creation: scope, request fingerprint and the decision.
 
 A request carries an ``Idempotency-Key``. The scope is (email, key), so two customers
-cannot collide on the same key. The fingerprint covers what the order would contain;
+cannot collide on the same key. The key is a secret (a replay hands out the order's
+access token), so it must be at least ``MIN_KEY_LENGTH`` characters and the scope is
+stored only as a SHA-256 hash. The fingerprint covers what the order would contain;
 the same scope with the same fingerprint replays the first order, with another
 fingerprint it is a conflict. Records older than the retention window are forgotten
 (exactly ``retention`` old still counts).
@@ -19,6 +21,7 @@ from datetime import datetime, timedelta
 from bitloot_core.rules import IDEMPOTENCY_RETENTION
 from bitloot_core.values import IdempotencyRecord
 
+MIN_KEY_LENGTH = 16
 MAX_KEY_LENGTH = 255
 
 
@@ -34,9 +37,15 @@ class IdempotencyDecision:
     order_id: str | None = None
 
 
+def valid_key(key: str) -> bool:
+    """Whether ``key`` is an acceptable ``Idempotency-Key``: 16-255 printable characters."""
+    return MIN_KEY_LENGTH <= len(key) <= MAX_KEY_LENGTH and key.isprintable()
+
+
 def scope(email: str, key: str) -> str:
-    """The (email, key) scope; the email is compared case-insensitively."""
-    return f"{email.strip().casefold()}\n{key}"
+    """The (email, key) scope as stored: the SHA-256 (hex) of both, never the key itself.
+    The email is compared case-insensitively."""
+    return hashlib.sha256(f"{email.strip().casefold()}\n{key}".encode()).hexdigest()
 
 
 def fingerprint(request: Mapping[str, object]) -> str:

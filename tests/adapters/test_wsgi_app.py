@@ -57,7 +57,7 @@ def test_the_api_answers_through_wsgi(mounted: tuple[httpx.Client, Shop]) -> Non
     created = http.post(
         "/api/orders",
         json={"email": "b@example.com", "items": [{"product_id": "gift-card-10"}]},
-        headers={"idempotency-key": "k1"},
+        headers={"idempotency-key": "wsgi-checkout-0001"},
     )
     assert created.status_code == 201
     order = created.json()
@@ -65,7 +65,7 @@ def test_the_api_answers_through_wsgi(mounted: tuple[httpx.Client, Shop]) -> Non
     again = http.post(
         "/api/orders",
         json={"email": "b@example.com", "items": [{"product_id": "gift-card-10"}]},
-        headers={"idempotency-key": "k1"},
+        headers={"idempotency-key": "wsgi-checkout-0001"},
     )
     assert again.status_code == 200
     assert again.json()["id"] == order["id"]

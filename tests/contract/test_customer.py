@@ -148,7 +148,7 @@ def test_create_order_answers_201_with_the_order_and_an_access_token(
 
 
 def test_same_idempotency_key_and_body_replays_the_order(server: RunningServer) -> None:
-    headers = {"idempotency-key": "checkout-1"}
+    headers = {"idempotency-key": "checkout-attempt-0001"}
     before = {o[0] for o in snapshot(server)}
     first = server.http.post("/api/orders", json=order_body(GIFT_CARD, 2), headers=headers)
     again = server.http.post("/api/orders", json=order_body(GIFT_CARD, 2), headers=headers)
@@ -163,7 +163,7 @@ def test_same_idempotency_key_and_body_replays_the_order(server: RunningServer) 
 
 
 def test_same_idempotency_key_with_another_body_conflicts(server: RunningServer) -> None:
-    headers = {"idempotency-key": "checkout-2"}
+    headers = {"idempotency-key": "checkout-attempt-0002"}
     first = server.http.post("/api/orders", json=order_body(GIFT_CARD, 1), headers=headers)
     assert first.status_code == 201
     before = snapshot(server)
@@ -175,8 +175,8 @@ def test_same_idempotency_key_with_another_body_conflicts(server: RunningServer)
 
 
 def test_different_idempotency_keys_make_different_orders(server: RunningServer) -> None:
-    a = create_order(server, key="key-a")
-    b = create_order(server, key="key-b")
+    a = create_order(server, key="checkout-key-a-0001")
+    b = create_order(server, key="checkout-key-b-0001")
     assert a["id"] != b["id"]
     assert a["access_token"] != b["access_token"]
 

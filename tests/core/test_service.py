@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
@@ -9,7 +10,7 @@ from decimal import Decimal
 import pytest
 from checkout_kit import IPN_SECRET, Kit, ipn_body, make_kit, send_ipn, sign
 
-from bitloot_core import tokens
+from bitloot_core import idempotency, tokens
 from bitloot_core.chart import Flag, OrderStatus, PaymentStatus
 from bitloot_core.errors import (
     IdempotencyConflict,
@@ -234,19 +235,21 @@ def test_slow_confirmations_step_by_step(kit: Kit) -> None:
 
 def test_double_click_returns_the_same_order(kit: Kit) -> None:
     first = kit.checkout.create_order(
-        email="a@example.com", items=[("hades", 1)], idempotency_key="k1"
+        email="a@example.com", items=[("hades", 1)], idempotency_key="checkout-key-0001"
     )
     again = kit.checkout.create_order(
-        email="A@Example.com ", items=[("hades", 1)], idempotency_key="k1"
+        email="A@Example.com ", items=[("hades", 1)], idempotency_key="checkout-key-0001"
     )
     assert again.order.id == first.order.id
     assert again.access_token == first.access_token
     assert again.replayed
     assert not first.replayed
     with pytest.raises(IdempotencyConflict):
-        kit.checkout.create_order(email="a@example.com", items=[("hades", 2)], idempotency_key="k1")
+        kit.checkout.create_order(
+            email="a@example.com", items=[("hades", 2)], idempotency_key="checkout-key-0001"
+        )
     other = kit.checkout.create_order(
-        email="b@example.com", items=[("hades", 1)], idempotency_key="k1"
+        email="b@example.com", items=[("hades", 1)], idempotency_key="checkout-key-0001"
     )
     assert other.order.id != first.order.id
     assert len(kit.checkout.list_orders()) == 2
@@ -254,19 +257,19 @@ def test_double_click_returns_the_same_order(kit: Kit) -> None:
 
 def test_idempotency_key_is_forgotten_after_retention(kit: Kit) -> None:
     first = kit.checkout.create_order(
-        email="a@example.com", items=[("hades", 1)], idempotency_key="k"
+        email="a@example.com", items=[("hades", 1)], idempotency_key="retention-key-0001"
     )
     kit.clock.advance(timedelta(hours=24))
     assert kit.checkout.create_order(
-        email="a@example.com", items=[("hades", 1)], idempotency_key="k"
+        email="a@example.com", items=[("hades", 1)], idempotency_key="retention-key-0001"
     ).replayed, "exactly 24 h old still replays"
     kit.clock.advance(timedelta(microseconds=1))
     later = kit.checkout.create_order(
-        email="a@example.com", items=[("hades", 2)], idempotency_key="k"
+        email="a@example.com", items=[("hades", 2)], idempotency_key="retention-key-0001"
     )
     assert later.order.id != first.order.id
     again = kit.checkout.create_order(
-        email="a@example.com", items=[("hades", 2)], idempotency_key="k"
+        email="a@example.com", items=[("hades", 2)], idempotency_key="retention-key-0001"
     )
     assert again.order.id == later.order.id
 
@@ -647,11 +650,27 @@ def test_bad_order_input_is_refused_and_changes_nothing(
 
 
 def test_bad_idempotency_key(kit: Kit) -> None:
-    for key in ("", "x" * 256, "line\nbreak"):
-        with pytest.raises(InvalidInput):
+    for key in ("", "x" * 15, "x" * 256, "line\nbreak-and-more-text"):
+        with pytest.raises(InvalidInput) as raised:
             kit.checkout.create_order(
                 email="a@example.com", items=[("hades", 1)], idempotency_key=key
             )
+        assert raised.value.code == "invalid_idempotency_key"
+    assert kit.checkout.list_orders() == []
+
+
+def test_idempotency_keys_are_stored_only_hashed(kit: Kit) -> None:
+    key = "secret-checkout-key-0001"
+    created = kit.checkout.create_order(
+        email="a@example.com", items=[("hades", 1)], idempotency_key=key
+    )
+    scope = idempotency.scope(" A@Example.com", key)
+    assert scope == hashlib.sha256(b"a@example.com\n" + key.encode()).hexdigest()
+    with kit.store.transaction() as tx:
+        record = tx.get_idempotency(scope)
+    assert record is not None
+    assert record.order_id == created.order.id
+    assert key not in record.scope
 
 
 def test_payment_cannot_be_opened_for_an_expired_order(kit: Kit) -> None:

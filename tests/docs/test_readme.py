@@ -48,7 +48,7 @@ def test_the_calls_block_runs_against_a_checkout() -> None:
     names: dict[str, object] = {
         "checkout": kit.checkout,
         "email": "reader@example.com",
-        "key": "readme-1",
+        "key": "readme-checkout-0001",
     }
     # The catalogue of the README's example.
     from decimal import Decimal  # noqa: PLC0415

@@ -181,8 +181,8 @@ def test_slow_confirmations_step_by_step(kit: RealKit) -> None:
 
 
 def test_double_click_creates_one_order(kit: RealKit) -> None:
-    first = kit.order([("stardew-valley", 1)], idempotency_key="click-1")
-    again = kit.order([("stardew-valley", 1)], idempotency_key="click-1")
+    first = kit.order([("stardew-valley", 1)], idempotency_key="double-click-0001")
+    again = kit.order([("stardew-valley", 1)], idempotency_key="double-click-0001")
     assert (again.order.id, again.access_token, again.replayed) == (
         first.order.id,
         first.access_token,

@@ -24,7 +24,10 @@ def test_two_clicks_make_one_order(server: RunningServer) -> None:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             barrier.wait()
             response = create_order(
-                server, ("stardew-valley", 1), idempotency_key="checkout-7f3a", client=client
+                server,
+                ("stardew-valley", 1),
+                idempotency_key="checkout-7f3a9c2e1b5d",
+                client=client,
             )
         with lock:
             answers.append(response)
@@ -44,7 +47,10 @@ def test_two_clicks_make_one_order(server: RunningServer) -> None:
 
     # A third click later, with the email typed differently: still the same order.
     again = create_order(
-        server, ("stardew-valley", 1), email=" Buyer@Example.com", idempotency_key="checkout-7f3a"
+        server,
+        ("stardew-valley", 1),
+        email=" Buyer@Example.com",
+        idempotency_key="checkout-7f3a9c2e1b5d",
     )
     assert again.status_code == 200
     assert again.json()["id"] == first["id"]
@@ -55,7 +61,9 @@ def test_two_clicks_make_one_order(server: RunningServer) -> None:
 
 
 def test_paying_twice_opens_one_payment(server: RunningServer) -> None:
-    created = create_order(server, ("stardew-valley", 1), idempotency_key="pay-twice").json()
+    created = create_order(
+        server, ("stardew-valley", 1), idempotency_key="pay-twice-7f3a9c2e"
+    ).json()
     order = Placed(id=created["id"], token=created["access_token"], body=created)
     first = server.http.post(f"/api/orders/{order.id}/payment", headers=order.auth)
     second = server.http.post(f"/api/orders/{order.id}/payment", headers=order.auth)
@@ -67,9 +75,9 @@ def test_paying_twice_opens_one_payment(server: RunningServer) -> None:
 
 
 def test_same_key_for_another_cart_is_a_conflict(server: RunningServer) -> None:
-    first = create_order(server, ("stardew-valley", 1), idempotency_key="k-1")
+    first = create_order(server, ("stardew-valley", 1), idempotency_key="key-one-7f3a9c2e1b")
     assert first.status_code == 201
-    other = create_order(server, ("hollow-knight", 1), idempotency_key="k-1")
+    other = create_order(server, ("hollow-knight", 1), idempotency_key="key-one-7f3a9c2e1b")
     assert other.status_code == 409
     assert other.json()["error"]["code"] == "idempotency_conflict"
     # Without a key, every click is a new order, as the seed's code does.

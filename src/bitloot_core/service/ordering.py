@@ -38,12 +38,14 @@ def create_order(
 ) -> CreatedOrder:
     email = _check_email(email)
     lines = _check_lines(items)
-    if idempotency_key is not None and not (
-        0 < len(idempotency_key) <= idempotency.MAX_KEY_LENGTH and idempotency_key.isprintable()
-    ):
-        raise InvalidInput("Idempotency-Key must be 1-255 printable characters")
+    if idempotency_key is not None and not idempotency.valid_key(idempotency_key):
+        raise InvalidInput(
+            f"Idempotency-Key must be {idempotency.MIN_KEY_LENGTH}-{idempotency.MAX_KEY_LENGTH}"
+            " printable characters",
+            code="invalid_idempotency_key",
+        )
     now = ctx.clock.now()
-    scope = idempotency.scope(email, idempotency_key) if idempotency_key else None
+    scope = idempotency.scope(email, idempotency_key) if idempotency_key is not None else None
     fingerprint = idempotency.fingerprint(
         {"email": email.casefold(), "items": [[p, q] for p, q in lines]}
     )
