@@ -41,7 +41,9 @@ from bitloot_adapters.sandbox import (
     SandboxControls,
     SandboxServer,
 )
+from bitloot_adapters.sandbox.controls import SandboxPanel
 from bitloot_adapters.sandbox.ids import first_payment_id, fresh_seed
+from bitloot_adapters.sandbox.remote import RemoteSandbox
 from bitloot_adapters.settings import HOW_TO_SWITCH, ConfigError, Settings
 from bitloot_adapters.shop_mode import ModeMismatchError, claim_database, mode_of
 from bitloot_adapters.sqlite_store import SqliteStore
@@ -164,7 +166,7 @@ class Shop:
         vault: KeyVault,
         clock: Clock,
         metrics: Metrics,
-        sandbox: SandboxControls | None,
+        sandbox: SandboxPanel | None,
         page_dir: Path | None,
         worker: Worker,
         closers: tuple[Callable[[], None], ...] = (),
@@ -413,6 +415,14 @@ def _start_sandboxes(settings: Settings, http: httpx.Client, clock: AdjustableCl
     )
 
 
+def _shared_sandbox_urls(base: str) -> dict[str, str]:
+    return {
+        "nowpayments": f"{base}/nowpayments/v1",
+        "kinguin": f"{base}/kinguin",
+        "btcpay": f"{base}/btcpay",
+    }
+
+
 def _random_fraction() -> float:
     return secrets.randbelow(1_000_001) / 1_000_000
 
@@ -460,7 +470,12 @@ def build_shop(
         http = httpx.Client(timeout=httpx.Timeout(10.0))
         made.insert(0, http.close)
     settings = _with_sandbox_webhook_secret(settings)
-    if settings.sandbox:
+    remote_clock: AdjustableClock | None = None
+    if settings.sandbox and settings.sandbox_url is not None:
+        # A shared `bitloot sandbox`: its APIs under one URL, nothing started here.
+        remote_clock = _sandbox_clock(clock)
+        clock, urls = remote_clock, _shared_sandbox_urls(settings.sandbox_url)
+    elif settings.sandbox:
         sandboxes = _start_sandboxes(settings, http, _sandbox_clock(clock))
         clock, urls = sandboxes.clock, sandboxes.urls
     else:
@@ -497,8 +512,11 @@ def build_shop(
         observer=FanOut(*observers),
     )
     worker = Worker(checkout, clock)
-    controls = None
+    controls: SandboxPanel | None = None
     closers = list(made)
+    if remote_clock is not None and settings.sandbox_url is not None:
+        controls = RemoteSandbox(settings.sandbox_url, http=http, clock=remote_clock, worker=worker)
+        _seed_demo_catalogue(checkout, store)
     if sandboxes is not None:
         controls = SandboxControls(
             payments=sandboxes.payments,

@@ -1,7 +1,7 @@
 """The ``bitloot`` command: run the worker, sweep, inspect and retry jobs, list orders.
 
 Commands: ``worker``, ``sweep``, ``jobs``, ``retry ORDER_ID``, ``resend ORDER_ID``,
-``orders``, ``migrate``.
+``orders``, ``migrate``, and ``sandbox`` (the sandbox APIs as a process of their own).
 
 Every command reads the same settings as the example servers (environment variables and
 the data dir's secrets), so ``bitloot worker --data-dir D`` works on the shop a server
@@ -26,10 +26,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Final, TextIO
 
+import httpx
 import structlog
 
 from bitloot_adapters.bootstrap import NoMetrics, Shop, build_shop, open_store
 from bitloot_adapters.logs import configure_logging
+from bitloot_adapters.sandbox.server import SandboxServer
+from bitloot_adapters.sandbox.standalone import SandboxConfigError, shared_sandbox
 from bitloot_adapters.settings import ConfigError, Settings, load_settings
 from bitloot_core.chart import Flag, OrderStatus
 from bitloot_core.errors import BitlootError
@@ -65,6 +68,9 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     worker.add_argument("--name", default="worker")
     command("sweep", "expire abandoned orders now")
     command("migrate", "bring the store's schema up to this bitloot's")
+    sandbox = command("sandbox", "serve the sandbox APIs on their own, for shops to share")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8100)
     jobs = command("jobs", "list jobs, newest first (dead ones with --state dead)")
     jobs.add_argument("--state", choices=[s.value for s in JobState])
     retry = command("retry", "re-enqueue fulfillment of a failed order")
@@ -171,11 +177,46 @@ def _migrate(settings: Settings, out: TextIO) -> int:
     return 0
 
 
+def _run_sandbox(args: argparse.Namespace, out: TextIO) -> int:
+    """``bitloot sandbox``: serve until SIGTERM or Ctrl-C; it has no data dir."""
+    with httpx.Client(timeout=httpx.Timeout(10.0)) as http:
+        try:
+            app = shared_sandbox(os.environ, http=http)
+        except SandboxConfigError as exc:
+            sys.stderr.write(f"bitloot: {exc}\n")
+            return 2
+        stop = threading.Event()
+
+        def request_stop(signum: int, frame: FrameType | None) -> None:
+            del signum, frame
+            stop.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        try:
+            with SandboxServer(app, host=args.host, port=args.port) as server:
+                url = server.url
+                out.write(
+                    f"bitloot sandbox mode (no real payments): {url}\n"
+                    f"  NOWPayments API: {url}/nowpayments/v1\n"
+                    f"  Kinguin API:     {url}/kinguin\n"
+                    f"  controls:        {url}/sandbox/...\n"
+                    f"  shops use it with BITLOOT_SANDBOX_URL={url}\n"
+                )
+                out.flush()
+                stop.wait()
+        finally:
+            app.close()
+    return 0
+
+
 def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     """Run one command; returns the process exit status."""
     out = out or sys.stdout
     args = _parser(os.environ).parse_args(argv)
     configure_logging()
+    if args.command == "sandbox":
+        return _run_sandbox(args, out)
     try:
         settings = load_settings(
             data_dir=args.data_dir, must_exist=args.command not in _STARTS_A_SHOP

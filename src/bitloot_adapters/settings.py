@@ -84,6 +84,7 @@ KNOWN_VARIABLES: Final = frozenset(
         "DATABASE_URL",
         "DATABASE_POOL_SIZE",
         "VAULT",
+        "SANDBOX_URL",
     }
 )
 # Read by the project's own test and benchmark tools, never by the shop: allowed so that
@@ -278,6 +279,8 @@ class Settings:
     # came from the environment or were already kept (by an earlier start, or by another
     # process starting at the same time).
     generated: frozenset[str] = frozenset()
+    # Sandbox mode only: a ``bitloot sandbox`` to use instead of starting one's own.
+    sandbox_url: str | None = None
     # The payment providers offered, the default first (BITLOOT_PAYMENT_PROVIDERS).
     payment_providers: tuple[str, ...] = attrs.field(default=("nowpayments",), validator=_providers)
     # BTCPay Server's store; required when "btcpay" is among the payment providers.
@@ -680,7 +683,25 @@ def load_settings(
         generated=frozenset(generated),
         payment_providers=providers,
         btcpay=_btcpay(env, kept, sandbox=sandbox) if "btcpay" in providers else None,
+        sandbox_url=_sandbox_url(env, sandbox=sandbox),
     )
+
+
+def _sandbox_url(env: Mapping[str, str], *, sandbox: bool) -> str | None:
+    """``BITLOOT_SANDBOX_URL``: a shared ``bitloot sandbox``, without a trailing slash."""
+    name = PREFIX + "SANDBOX_URL"
+    raw = env.get(name, "")
+    if not raw:
+        return None
+    if not sandbox:
+        raise ConfigError(
+            f"{name} is set, but the shop is in live mode: a live shop reaches a sandbox "
+            f"only through {PREFIX}NOWPAYMENTS_BASE_URL and {PREFIX}KINGUIN_BASE_URL"
+        )
+    problem = _url_problem(raw)
+    if problem:
+        raise ConfigError(f"{name} {problem} (such as http://127.0.0.1:8100)")
+    return raw.rstrip("/")
 
 
 def _database_url(env: Mapping[str, str]) -> str | None:

@@ -33,6 +33,7 @@ SANDBOX_ROUTES = [
     ("/sandbox/payments/5800000001/expire", None),
     ("/sandbox/clock/advance", {"seconds": 3600}),
     ("/sandbox/kinguin/outage", {"failures": 3}),
+    ("/sandbox/kinguin/latency", {"seconds": 1}),
 ]
 
 
@@ -185,6 +186,7 @@ def test_sandbox_routes_are_404_outside_sandbox_mode(live_server: RunningServer)
     assert server.shop.settings.sandbox is False
     for path, body in SANDBOX_ROUTES:
         assert_error(server.http.post(path, json=body), 404, "not_found")
+    assert_error(server.http.get("/sandbox/kinguin/orders"), 404, "not_found")
     assert server.http.get("/healthz").status_code == 200
     # The rest of the API is there; with no catalogue seeded there is nothing to buy.
     assert server.http.get("/api/products").json() == []
@@ -193,3 +195,22 @@ def test_sandbox_routes_are_404_outside_sandbox_mode(live_server: RunningServer)
     )
     assert_error(response, 404, "unknown_product")
     assert server.http.get("/api/admin/orders", headers=server.admin).json() == []
+
+
+def test_kinguin_orders_and_latency_controls(server: RunningServer) -> None:
+    assert server.http.get("/sandbox/kinguin/orders").json() == []
+    order = create_order(server, STARDEW)
+    pay(server, open_payment(server, order)["id"])
+    wait_for(server, order, "fulfilled")
+    (placed,) = server.http.get("/sandbox/kinguin/orders").json()
+    assert placed["order_external_id"] == order["id"]
+    assert [p["productId"] for p in placed["products"]] != []
+    assert len(placed["keys"]) == 1
+
+    slow = server.http.post("/sandbox/kinguin/latency", json={"seconds": 1})
+    assert slow.json() == {"seconds": "1"}
+    assert server.shop.sandbox.supplier.latency == 1  # type: ignore[union-attr]
+    server.http.post("/sandbox/kinguin/latency", json={"seconds": 0})
+    assert server.shop.sandbox.supplier.latency == 0  # type: ignore[union-attr]
+    for bad in ({"seconds": -1}, {"seconds": 601}, {}):
+        assert server.http.post("/sandbox/kinguin/latency", json=bad).status_code == 400

@@ -23,7 +23,7 @@ from bitloot_core.errors import BitlootError, NotFound, Unauthorized
 
 if TYPE_CHECKING:
     from bitloot_adapters.bootstrap import Shop
-    from bitloot_adapters.sandbox import SandboxControls
+    from bitloot_adapters.sandbox.controls import SandboxPanel
 
 _log = logging.getLogger("bitloot.http")
 
@@ -45,7 +45,7 @@ class ShopApi:
         return make_wsgi_app(self)
 
     @property
-    def sandbox(self) -> SandboxControls:
+    def sandbox(self) -> SandboxPanel:
         if self.shop.sandbox is None:
             raise NotFound("the sandbox is off")
         return self.shop.sandbox

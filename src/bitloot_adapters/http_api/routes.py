@@ -80,6 +80,8 @@ ROUTES: Final[tuple[Route, ...]] = (
     Route("POST", "/sandbox/kinguin/outage", sandbox.sandbox_outage, SANDBOX),
     Route("POST", "/sandbox/kinguin/key-delay", sandbox.sandbox_key_delay, SANDBOX),
     Route("POST", "/sandbox/kinguin/stock", sandbox.sandbox_stock, SANDBOX),
+    Route("POST", "/sandbox/kinguin/latency", sandbox.sandbox_latency, SANDBOX),
+    Route("GET", "/sandbox/kinguin/orders", sandbox.sandbox_kinguin_orders, SANDBOX),
     Route("GET", "/", pages.page),
     Route("GET", "/order/{order_id}", pages.order_page),
     Route("GET", "/static/{name}", pages.static),

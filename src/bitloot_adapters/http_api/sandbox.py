@@ -82,6 +82,26 @@ def sandbox_key_delay(api: ShopApi, request: HttpRequest, params: dict[str, str]
     return json_response(200, api.sandbox.kinguin_key_delay(seconds))
 
 
+MAX_LATENCY_SECONDS: Final = 600
+
+
+def sandbox_latency(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    del params
+    seconds = decimal_field(json_body(request), "seconds")
+    if seconds is None or not 0 <= seconds <= MAX_LATENCY_SECONDS:
+        raise InvalidInput(
+            f"seconds must be between 0 and {MAX_LATENCY_SECONDS}", code="invalid_seconds"
+        )
+    return json_response(200, api.sandbox.kinguin_latency(seconds))
+
+
+def sandbox_kinguin_orders(
+    api: ShopApi, request: HttpRequest, params: dict[str, str]
+) -> HttpResponse:
+    del request, params
+    return json_response(200, api.sandbox.kinguin_orders())
+
+
 def sandbox_stock(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
     del params
     data = json_body(request)

@@ -665,7 +665,13 @@ class BtcPaySandbox:
         given = request.header("authorization") or ""
         match = re.fullmatch(r"(?i:token|bearer)\s+(\S+)", given.strip())
         key = match.group(1) if match else ""
-        if not hmac.compare_digest(key.encode(), self._api_key.encode()):
+        # An empty api_key accepts any key (a shared sandbox, ``bitloot sandbox``).
+        accepted = (
+            bool(key)
+            if not self._api_key
+            else hmac.compare_digest(key.encode(), self._api_key.encode())
+        )
+        if not accepted:
             return _error(
                 401, "unauthenticated", "Authentication is required for accessing this endpoint"
             )

@@ -32,6 +32,24 @@ class AdjustableClock(Protocol):
     def advance(self, delta: timedelta) -> datetime: ...
 
 
+class SandboxPanel(Protocol):
+    """What the ``/sandbox/...`` routes drive: the sandboxes in this process
+    (``SandboxControls``) or a ``bitloot sandbox`` elsewhere (``RemoteSandbox``)."""
+
+    def pay(
+        self, payment_id: str, amount: Decimal | None, *, wait: bool = True
+    ) -> dict[str, object]: ...
+    def send(
+        self, payment_id: str, action: Literal["fail", "expire"], *, wait: bool = True
+    ) -> dict[str, object]: ...
+    def advance_clock(self, seconds: Decimal) -> dict[str, object]: ...
+    def kinguin_outage(self, failures: int) -> dict[str, object]: ...
+    def kinguin_key_delay(self, seconds: Decimal) -> dict[str, object]: ...
+    def kinguin_latency(self, seconds: Decimal) -> dict[str, object]: ...
+    def kinguin_orders(self) -> list[dict[str, object]]: ...
+    def kinguin_stock(self, product_id: str, qty: int) -> dict[str, object]: ...
+
+
 class SandboxControls:
     def __init__(
         self,
@@ -40,9 +58,11 @@ class SandboxControls:
         supplier: KinguinSandbox,
         servers: tuple[SandboxServer, ...],
         clock: AdjustableClock,
-        worker: Worker,
+        worker: Worker | None,
         btcpay: BtcPaySandbox | None = None,
     ) -> None:
+        """``worker``: the shop's, run once after the clock moves; None for a sandbox
+        of its own (``bitloot sandbox``), which serves shops with workers elsewhere."""
         self.payments = payments
         self.btcpay = btcpay
         self.supplier = supplier
@@ -88,6 +108,8 @@ class SandboxControls:
         now = self.clock.advance(timedelta(seconds=float(seconds)))
         # Kinguin tells the shop about orders whose keys arrived meanwhile (order.status).
         self.supplier.send_webhooks()
+        if self._worker is None:
+            return {"now": now, "swept": [], "jobs": []}
         done = self._worker.run_once(force_sweep=True)
         return {
             "now": now,
@@ -106,6 +128,15 @@ class SandboxControls:
         """Kinguin orders placed from now on deliver their keys over ``seconds``."""
         self.supplier.key_delay = float(seconds)
         return {"seconds": seconds}
+
+    def kinguin_latency(self, seconds: Decimal) -> dict[str, object]:
+        """Every Kinguin API call answers ``seconds`` late from now on; 0 ends it."""
+        self.supplier.latency = float(seconds)
+        return {"seconds": seconds}
+
+    def kinguin_orders(self) -> list[dict[str, object]]:
+        """Every order Kinguin received, oldest first."""
+        return list(self.supplier.received_orders())
 
     def kinguin_stock(self, product_id: str, qty: int) -> dict[str, object]:
         """What Kinguin's offers hold of ``product_id`` (Kinguin's productId)."""

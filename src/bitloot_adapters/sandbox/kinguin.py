@@ -205,7 +205,10 @@ class KinguinSandbox:
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
     ) -> None:
+        # "" accepts any key (a shared sandbox serving shops that each have their own).
         self._api_key = api_key
+        # Seconds every API call answers late (a slow Kinguin); 0: on time.
+        self.latency = 0.0
         self._http = http
         self.webhook_url = webhook_url
         self._webhook_secret = webhook_secret
@@ -382,6 +385,8 @@ class KinguinSandbox:
             response = _error(int(fault), "ServiceUnavailable", "Service unavailable", "")
         if api_call:
             self._record(request, response.status)
+            if self.latency > 0:
+                response = replace(response, stall=max(response.stall, self.latency))
         return response
 
     def _dispatch(self, request: SandboxRequest) -> SandboxResponse:
@@ -414,7 +419,27 @@ class KinguinSandbox:
 
     def _authorised(self, request: SandboxRequest) -> bool:
         given = request.header("x-api-key") or ""
+        if not self._api_key:
+            return bool(given)
         return hmac.compare_digest(given.encode(), self._api_key.encode())
+
+    def received_orders(self) -> list[dict[str, Any]]:
+        """Every order received, oldest first: its id, ``order_external_id``, products
+        (as placed) and keys (as delivered or to be)."""
+        with self._lock:
+            return [
+                {
+                    "order_id": order.order_id,
+                    "order_external_id": order.order_external_id,
+                    "created_at": _iso(order.created_at),
+                    "products": [dict(product) for product in order.products],
+                    "keys": [
+                        {"id": key.id, "serial": key.serial, "product_id": key.product.product_id}
+                        for key in order.keys
+                    ],
+                }
+                for order in self._orders.values()
+            ]
 
     def _product_v1(self, _request: SandboxRequest, kinguin_id: str) -> SandboxResponse:
         with self._lock:
