@@ -28,6 +28,8 @@ from bitloot_core.providers import webhook_json
 from bitloot_core.providers.nowpayments import ipn as ipn_module
 from bitloot_core.providers.nowpayments import update_of
 from bitloot_core.providers.nowpayments.ipn import (
+    MAX_CANONICAL_BYTES,
+    MAX_CANONICAL_VALUES,
     MAX_IPN_BYTES,
     MAX_IPN_DEPTH,
     Ipn,
@@ -225,6 +227,50 @@ def test_bodies_beyond_the_limits_never_verify_by_their_canonical_form():
         assert not verify_ipn_signature(body.encode(), sign(SECRET, canonical), SECRET)
 
 
+def values_in(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + sum(values_in(v) for v in value.values())
+    if isinstance(value, list):
+        return 1 + sum(values_in(v) for v in value)
+    return 1
+
+
+def pretty(value: object) -> bytes:
+    return json.dumps(value, indent=1).encode()
+
+
+def test_the_canonical_fallback_takes_bodies_up_to_its_size_limit():
+    # A body padded with whitespace to the limit still verifies by its canonical form...
+    value = {"payment_id": 1, "note": "x" * 1000}
+    body = pretty(value)
+    body = body[:-1] + b" " * (MAX_CANONICAL_BYTES - len(body)) + b"}"
+    assert len(body) == MAX_CANONICAL_BYTES
+    signature = sign(SECRET, canonical_json(value))
+    assert verify_ipn_signature(body, signature, SECRET)
+    # ... one byte more and only its raw bytes could verify it.
+    longer = body[:-1] + b" }"
+    assert not verify_ipn_signature(longer, signature, SECRET)
+    assert verify_ipn_signature(longer, sign(SECRET, longer), SECRET)
+
+
+def test_the_canonical_fallback_takes_bodies_up_to_its_value_limit():
+    # The object, its list, and the scalars: exactly the limit, then one more.
+    at_limit = {"a": list(range(MAX_CANONICAL_VALUES - 2))}
+    over = {"a": list(range(MAX_CANONICAL_VALUES - 1))}
+    assert values_in(at_limit) == MAX_CANONICAL_VALUES
+    assert verify_ipn_signature(pretty(at_limit), sign(SECRET, canonical_json(at_limit)), SECRET)
+    assert not verify_ipn_signature(pretty(over), sign(SECRET, canonical_json(over)), SECRET)
+    assert verify_ipn_signature(pretty(over), sign(SECRET, pretty(over)), SECRET)
+
+
+def test_a_real_ipn_is_well_inside_the_canonical_limits():
+    for vector in IPN_VECTORS:
+        if vector["name"].startswith("finished_ipn"):
+            body = vector["body"].encode()
+            assert len(body) * 4 < MAX_CANONICAL_BYTES
+            assert values_in(json.loads(body)) * 4 < MAX_CANONICAL_VALUES
+
+
 def test_a_non_object_body_verifies_only_byte_for_byte():
     body = b"[1, 2]"
     assert verify_ipn_signature(body, sign(SECRET, body), SECRET)
@@ -340,7 +386,9 @@ def test_any_reserialisation_of_a_signed_object_verifies(value, ensure_ascii, in
         body = text.encode()
     except UnicodeEncodeError:  # a lone surrogate left raw by ensure_ascii=False
         body = json.dumps(reordered, indent=indent).encode()
-    assert verify_ipn_signature(body, signature, SECRET)
+    within = len(body) <= MAX_CANONICAL_BYTES and values_in(value) <= MAX_CANONICAL_VALUES
+    exact = body == canonical_json(value).encode()
+    assert verify_ipn_signature(body, signature, SECRET) is (within or exact)
 
 
 @given(value=json_values)

@@ -11,7 +11,11 @@ for ``1e-7``, ``100.0`` for ``100``, ``\\u00e9`` for ``é``, ...), so ``canonica
 reproduces Node's output byte for byte: JS number formatting, raw UTF-8, JS key order.
 
 Limits: a body larger than ``MAX_IPN_BYTES`` or nested deeper than ``MAX_IPN_DEPTH`` is
-not an IPN. The strict JSON reading (limits checked before parsing, duplicate keys and
+not an IPN. The canonical fallback, the one costly step a stranger can make the shop
+run, is tried only on a body of at most ``MAX_CANONICAL_BYTES`` holding at most
+``MAX_CANONICAL_VALUES`` JSON values (a real IPN: under 1 KiB and about 25 values); any
+other body verifies byte for byte only, so a rejected body costs one HMAC and, at most, a
+parse of 4 KiB. The strict JSON reading (limits checked before parsing, duplicate keys and
 ``NaN``/``Infinity`` refused) is shared by every provider:
 ``bitloot_core.providers.webhook_json``.
 
@@ -38,6 +42,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = [
+    "MAX_CANONICAL_BYTES",
+    "MAX_CANONICAL_VALUES",
     "MAX_IPN_BYTES",
     "MAX_IPN_DEPTH",
     "Ipn",
@@ -52,6 +58,13 @@ MAX_IPN_BYTES: Final = 64 * 1024
 
 MAX_IPN_DEPTH: Final = webhook_json.MAX_DEPTH
 """The deepest nesting of objects and arrays accepted; a real IPN nests two deep."""
+
+MAX_CANONICAL_BYTES: Final = 4 * 1024
+"""The largest body whose canonical form is checked; real IPNs are under 1 KiB."""
+
+MAX_CANONICAL_VALUES: Final = 128
+"""The most JSON values (objects, arrays, scalars; keys not counted) a body may hold for
+its canonical form to be checked; a real IPN holds about 25."""
 
 _DIGEST_SIZE: Final = 64  # SHA-512
 _HEX_SIGNATURE_LENGTH: Final = 2 * _DIGEST_SIZE
@@ -98,8 +111,8 @@ def verify_ipn_signature(raw_body: bytes, signature: str | None, secret: str) ->
     """Whether ``signature`` is NOWPayments' HMAC-SHA512 of the IPN ``raw_body``.
 
     The raw bytes are checked first; when they don't match and the body is a JSON object
-    within the limits, its canonical form (``canonical_json``) is checked, so a
-    re-serialised body still passes.
+    within the limits (at most ``MAX_CANONICAL_BYTES`` and ``MAX_CANONICAL_VALUES``), its
+    canonical form (``canonical_json``) is checked, so a re-serialised body still passes.
 
     ``signature`` must be 128 hex digits. Upper- and lowercase are both accepted (hex case
     carries no secret, and the comparison is on the decoded digest); anything else -
@@ -115,17 +128,34 @@ def verify_ipn_signature(raw_body: bytes, signature: str | None, secret: str) ->
         return False
     if hmac.compare_digest(hmac.digest(key, body, "sha512"), expected):
         return True
+    if len(body) > MAX_CANONICAL_BYTES:
+        return False
     try:
         tree = _load_tree(body, webhook_json.DOUBLE_DECODER)
     except MalformedWebhook:
         return False
-    if not isinstance(tree, dict):
+    if not isinstance(tree, dict) or _more_values_than(tree, MAX_CANONICAL_VALUES):
         return False
     canonical = canonical_json(tree).encode()
     # An unchanged canonical text has already failed above.
     return canonical != body and hmac.compare_digest(
         hmac.digest(key, canonical, "sha512"), expected
     )
+
+
+def _more_values_than(tree: object, limit: int) -> bool:
+    """Whether ``tree`` holds more than ``limit`` JSON values; stops counting past it."""
+    pending, seen = [tree], 0
+    while pending:
+        value = pending.pop()
+        seen += 1
+        if seen > limit:
+            return True
+        if isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
 
 
 def _signature_digest(signature: object) -> bytes | None:
