@@ -4,7 +4,7 @@
 
 Thin on purpose: each route hands the raw request to ``bitloot_adapters.http_api`` and
 writes its answer back, so this server and the Flask one speak the same contract.
-OpenAPI docs are at /docs.
+The OpenAPI document is at /openapi.json (as on every server), shown at /docs.
 
 What is left to the server: bodies are read only up to ``MAX_BODY_BYTES`` (a larger
 ``Content-Length`` is refused unread, a chunked upload is cut off at the limit), and
@@ -14,7 +14,6 @@ stream holds no thread between its polls: it waits on the event loop.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from http import HTTPStatus
 from pathlib import Path
@@ -23,6 +22,7 @@ import anyio
 import anyio.to_thread
 import uvicorn
 from fastapi import FastAPI, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import StreamingResponse
 from starlette.exceptions import HTTPException
 
@@ -95,6 +95,10 @@ def create_app(shop: Shop, *, routes: Sequence[Route] = ROUTES) -> FastAPI:
         title="bitloot",
         summary="Crypto checkout for digital game keys",
         redirect_slashes=False,
+        # /openapi.json is the API's own route, served like every other; /docs shows it.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
 
     # Writes take turns on the store anyway: a few threads keep it busy, and more would
@@ -140,25 +144,24 @@ def create_app(shop: Shop, *, routes: Sequence[Route] = ROUTES) -> FastAPI:
         return endpoint
 
     for route in api.routes:
-        parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in re.findall(r"\{(\w+)\}", route.name)
-        ]
         app.add_api_route(
-            route.name,
-            endpoint_for(route),
-            methods=[route.method],
-            name=route.handler.__name__,
-            summary=route.handler.__name__.replace("_", " "),
-            openapi_extra={"parameters": parameters} if parameters else None,
-            include_in_schema=not route.name.startswith("/static"),
+            route.name, endpoint_for(route), methods=[route.method], name=route.handler.__name__
         )
+    _add_docs(app)
 
     @app.exception_handler(HTTPException)
     async def not_found(request: Request, exc: HTTPException) -> Response:
         return _to_response(_refusal(api, request.url.path, exc))
 
     return app
+
+
+def _add_docs(app: FastAPI) -> None:
+    """/docs: Swagger UI on the API's own /openapi.json (a route like any other)."""
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="bitloot API")
 
 
 def _refusal(api: ShopApi, path: str, exc: HTTPException) -> HttpResponse:

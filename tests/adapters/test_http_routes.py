@@ -12,6 +12,7 @@ from bitloot_adapters.http_api import (
     ShopApi,
     admin,
     customer,
+    openapi,
     pages,
     sandbox,
     webhooks,
@@ -37,7 +38,7 @@ def test_access_is_a_column_of_the_table() -> None:
 
 def test_handlers_live_in_their_modules() -> None:
     modules = {r.handler.__module__ for r in ROUTES}
-    assert modules == {m.__name__ for m in (customer, webhooks, admin, sandbox, pages)}
+    assert modules == {m.__name__ for m in (customer, webhooks, admin, sandbox, pages, openapi)}
     for route in ROUTES:
         if route.access is Access.ADMIN:
             assert route.handler.__module__ == admin.__name__

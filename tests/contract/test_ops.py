@@ -1,4 +1,4 @@
-"""Operations: metrics, OpenAPI, configuration from the environment, secrets kept out of
+"""Operations: metrics, configuration from the environment, secrets kept out of
 logs and out of the start banner."""
 
 from __future__ import annotations
@@ -115,51 +115,6 @@ def wait_for_email(server: RunningServer, order_id: str) -> None:
             return
         advance(server, 0)
     pytest.fail("the completion email was never sent")
-
-
-# --- OpenAPI (FastAPI only) -----------------------------------------------------------------
-
-
-def test_fastapi_serves_openapi_and_docs(tmp_path: Path) -> None:
-    with running_server("fastapi", tmp_path / "data") as server:
-        docs = server.http.get("/docs")
-        assert docs.status_code == 200
-        assert docs.headers["content-type"].startswith("text/html")
-        spec = server.http.get("/openapi.json")
-        assert spec.status_code == 200
-        paths = spec.json()["paths"]
-    expected = {
-        "/api/products": {"get"},
-        "/api/orders": {"post"},
-        "/api/orders/{order_id}": {"get"},
-        "/api/orders/{order_id}/payment": {"post"},
-        "/api/orders/{order_id}/events": {"get"},
-        "/api/orders/{order_id}/items/{item_id}/reveal": {"post"},
-        "/keys/{signed}": {"get"},
-        "/webhooks/{provider}": {"post"},
-        "/healthz": {"get"},
-        "/metrics": {"get"},
-        "/api/admin/orders": {"get"},
-        "/api/admin/orders/{order_id}": {"get"},
-        "/api/admin/orders/{order_id}/retry-fulfillment": {"post"},
-        "/api/admin/orders/{order_id}/resolve": {"post"},
-        "/api/admin/products/{product_id}/keys": {"post"},
-        "/api/admin/jobs": {"get"},
-        "/sandbox/payments/{payment_id}/pay": {"post"},
-        "/sandbox/payments/{payment_id}/fail": {"post"},
-        "/sandbox/payments/{payment_id}/expire": {"post"},
-        "/sandbox/clock/advance": {"post"},
-        "/sandbox/kinguin/outage": {"post"},
-    }
-    for path, methods in expected.items():
-        assert path in paths, path
-        assert methods <= set(paths[path]), (path, paths[path])
-    assert not any(p.startswith("/static") for p in paths)
-
-
-def test_flask_has_no_openapi(tmp_path: Path) -> None:
-    with running_server("flask", tmp_path / "data") as server:
-        assert_error(server.http.get("/openapi.json"), 404, "not_found")
 
 
 # --- configuration --------------------------------------------------------------------------

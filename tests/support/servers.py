@@ -3,7 +3,8 @@
 ``running_server("fastapi" | "flask", data_dir, env)`` builds the shop exactly as the
 example scripts do (sandbox mode unless ``env`` says otherwise), serves it on a free
 port in a thread, and yields a ``RunningServer`` with the base URL, the shop and an
-``httpx.Client`` pointed at it.
+``httpx.Client`` pointed at it, which checks every answer against the server's OpenAPI
+document (``support.openapi_check``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import httpx
 
 from bitloot_adapters.bootstrap import Shop, build_shop
 from bitloot_adapters.settings import load_settings
+from support.openapi_check import ResponseCheck
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -123,6 +125,8 @@ def running_server(
     http = httpx.Client(base_url=url, timeout=30)
     try:
         _wait_ready(http, url)
+        # Every answer the test receives from here on is checked against the document.
+        http.event_hooks["response"] = [ResponseCheck(http.get("/openapi.json").json())]
         yield RunningServer(kind=kind, url=url, shop=shop, http=http)
     finally:
         http.close()

@@ -8,7 +8,8 @@ response shapes live here once, so every server speaks the same contract
 
 The modules: ``shapes`` (requests, responses, JSON shapes, body parsing), ``customer``,
 ``webhooks``, ``admin``, ``sandbox`` and ``pages`` (the handlers), ``routes`` (the one
-route table) and ``api`` (``ShopApi``, which dispatches over it).
+route table), ``openapi`` (the OpenAPI document of that table, served at
+``/openapi.json``) and ``api`` (``ShopApi``, which dispatches over it).
 
 What a server must do itself: read at most ``MAX_BODY_BYTES`` of a body (refusing by its
 ``Content-Length`` before reading, and stopping a chunked upload at the limit) and set

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
+import importlib.metadata
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bitloot_adapters.http_api.asgi import AsgiApp, make_asgi_app
+from bitloot_adapters.http_api.openapi import openapi_document
 from bitloot_adapters.http_api.routes import ROUTES, Access, Route
 from bitloot_adapters.http_api.shapes import (
     BodyTooLarge,
@@ -28,6 +31,13 @@ if TYPE_CHECKING:
 _log = logging.getLogger("bitloot.http")
 
 
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("bitloot")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a checkout
+        return "0"
+
+
 class ShopApi:
     """Dispatches ``HttpRequest``s to the shop over a route table; one per running shop."""
 
@@ -43,6 +53,16 @@ class ShopApi:
     def wsgi_app(self) -> WsgiApp:
         """The whole API as a WSGI application, for any WSGI server."""
         return make_wsgi_app(self)
+
+    @functools.cached_property
+    def _document(self) -> dict[str, Any]:
+        return openapi_document(
+            self.routes, providers=self.checkout.provider_names, version=package_version()
+        )
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI 3.1 document of this API (``GET /openapi.json``)."""
+        return self._document
 
     @property
     def sandbox(self) -> SandboxPanel:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from bitloot_adapters.http_api import admin, customer, pages, sandbox, webhooks
+from bitloot_adapters.http_api import admin, customer, openapi, pages, sandbox, webhooks
 from bitloot_adapters.http_api.shapes import HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ PUBLIC, ADMIN, SANDBOX = Access.PUBLIC, Access.ADMIN, Access.SANDBOX
 ROUTES: Final[tuple[Route, ...]] = (
     Route("GET", "/healthz", customer.healthz),
     Route("GET", "/metrics", customer.metrics),
+    Route("GET", "/openapi.json", openapi.document),
     Route("GET", "/api/products", customer.products),
     Route("GET", "/api/payment-providers", customer.payment_providers),
     Route("POST", "/api/orders", customer.create_order),
