@@ -126,7 +126,8 @@ def running_server(
     try:
         _wait_ready(http, url)
         # Every answer the test receives from here on is checked against the document.
-        http.event_hooks["response"] = [ResponseCheck(http.get("/openapi.json").json())]
+        document = http.get("/openapi.json").json()
+        http.event_hooks["response"] = [ResponseCheck(document, origin=url)]
         yield RunningServer(kind=kind, url=url, shop=shop, http=http)
     finally:
         http.close()

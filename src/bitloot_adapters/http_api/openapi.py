@@ -174,7 +174,13 @@ SCHEMAS: Final[dict[str, Schema]] = {
         {
             "ipns": {
                 "type": "array",
-                "items": _object({"status": _TEXT, "answered": {"type": "integer"}}),
+                "items": _object(
+                    {
+                        "status": _TEXT,
+                        # The shop's HTTP status, or null when it could not be reached.
+                        "answered": {"type": ["integer", "null"]},
+                    }
+                ),
             }
         }
     ),
