@@ -57,6 +57,8 @@ _DECIMAL_INPUT: Final[Schema] = {
     "anyOf": [{"type": "number"}, {"type": "string"}],
 }
 
+_ANSWERED: Final[Schema] = {"answered": {"type": ["integer", "null"]}}
+
 _ORDER: Final[Schema] = {
     "id": _TEXT,
     "status": {"enum": _values(OrderStatus)},
@@ -83,7 +85,13 @@ SCHEMAS: Final[dict[str, Schema]] = {
         }
     ),
     "Document": {"type": "object", "required": ["openapi", "paths"]},
-    "Health": _object({"status": {"const": "ok"}, "sandbox": {"type": "boolean"}}),
+    "Health": _object(
+        {
+            "status": {"const": "ok"},
+            "mode": {"enum": ["sandbox", "live"]},
+            "sandbox": {"type": "boolean"},
+        }
+    ),
     "Product": _object(
         {
             "id": _TEXT,
@@ -94,10 +102,14 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "available": {"type": "boolean"},
         }
     ),
+    "PaymentProviders": _object(
+        {"providers": {"type": "array", "items": _object({"id": _TEXT, "name": _TEXT})}}
+    ),
     "Coin": _object({"ticker": _TEXT, "name": _TEXT, "network": _TEXT}),
     "Payment": _object(
         {
             "id": _TEXT,
+            "provider": _TEXT,
             "status": {"enum": _values(PaymentStatus)},
             "provider_status": _TEXT,
             "pay_address": _TEXT,
@@ -170,20 +182,17 @@ SCHEMAS: Final[dict[str, Schema]] = {
         }
     ),
     "KeysAdded": _object({"added": _COUNT}),
-    "SandboxIpns": _object(
-        {
-            "ipns": {
-                "type": "array",
-                "items": _object(
-                    {
-                        "status": _TEXT,
-                        # The shop's HTTP status, or null when it could not be reached.
-                        "answered": {"type": ["integer", "null"]},
-                    }
-                ),
-            }
-        }
-    ),
+    # What a sandbox payment control sent: NOWPayments' IPNs or BTCPay's webhooks, each
+    # with the shop's HTTP status (null: not answered, or not yet: they may go out after
+    # the answer).
+    "SandboxIpns": {
+        "oneOf": [
+            _object({"ipns": {"type": "array", "items": _object({"status": _TEXT, **_ANSWERED})}}),
+            _object(
+                {"webhooks": {"type": "array", "items": _object({"type": _TEXT, **_ANSWERED})}}
+            ),
+        ]
+    },
     "ClockAdvanced": _object(
         {
             "now": _TIME,
@@ -226,6 +235,10 @@ SCHEMAS: Final[dict[str, Schema]] = {
         "type": "object",
         "properties": {"keys": {"type": "array", "items": _TEXT}},
         "required": ["keys"],
+    },
+    "PaymentChoice": {
+        "type": "object",
+        "properties": {"provider": {"type": "string", "minLength": 1}},
     },
     "SandboxPay": {"type": "object", "properties": {"amount": _DECIMAL_INPUT}},
     "Seconds": {
@@ -322,6 +335,11 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
     ("GET", "/api/products"): Operation(
         summary="The catalogue", responses={200: _list("Product")}, tags=["customer"]
     ),
+    ("GET", "/api/payment-providers"): Operation(
+        summary="The payment providers a customer can choose from, the default first",
+        responses={200: _json("PaymentProviders")},
+        tags=["customer"],
+    ),
     ("POST", "/api/orders"): Operation(
         summary="Create an order",
         description="The same Idempotency-Key and body again answer 200 with the same order.",
@@ -336,8 +354,10 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
         tags=["customer"],
     ),
     ("POST", "/api/orders/{order_id}/payment"): Operation(
-        summary="Open the order's payment",
+        summary="Open the order's payment (with the default provider unless one is named)",
         query={"token": _ORDER_QUERY},
+        request="PaymentChoice",
+        request_optional=True,
         responses={201: _json("OpenedPayment"), 200: _json("OpenedPayment", "already open")},
         tags=["customer"],
     ),
