@@ -12,7 +12,11 @@ Isolation is PostgreSQL's READ COMMITTED, chosen and relied on as follows:
   order and kind, pool refs) are ``INSERT … ON CONFLICT DO NOTHING``: a concurrent
   duplicate waits for the first to commit and then reports itself a duplicate;
 - due jobs and pool keys are taken ``FOR UPDATE SKIP LOCKED``: two workers never lease
-  the same job, and two orders never wait on (or take) the same key.
+  the same job, and two orders never wait on (or take) the same key;
+- reading an idempotency key first takes a transaction-scoped advisory lock on it: two
+  requests with the same key (a double click) take turns, and the second reads the
+  first's committed record and replays its answer, as under SQLite's single writer,
+  rather than meeting the unique index and failing.
 
 Stricter levels would add serialization failures without closing a gap the rules above
 leave open. A deadlock (or a serialization failure, should a database default to a
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -83,6 +88,9 @@ __all__ = [
 _BEGIN_ATTEMPTS: Final = 3
 # pg_advisory_xact_lock key that serialises migrations across every process and host.
 _MIGRATION_LOCK: Final = 0x6269746C6F6F74  # "bitloot"
+# The first key of the two-key advisory locks on idempotency scopes (the second is a hash
+# of the scope: two scopes that share a hash only take turns needlessly).
+_IDEMPOTENCY_LOCK: Final = 0x69646D70  # "idmp"
 
 
 class StoreClosedError(RuntimeError):
@@ -731,6 +739,12 @@ class PostgresTx:
     # idempotency keys and the webhook log
 
     def get_idempotency(self, scope: str) -> IdempotencyRecord | None:
+        """The scope's record, read once any other transaction using the scope has ended."""
+        digest = hashlib.sha256(scope.encode("utf-8", "surrogatepass"))
+        self._execute(
+            "SELECT pg_advisory_xact_lock(%s, %s)",
+            (_IDEMPOTENCY_LOCK, int.from_bytes(digest.digest()[:4], "big", signed=True)),
+        )
         return self._one(_IDEMPOTENCY, "scope = %s", (scope,))
 
     def insert_idempotency(self, record: IdempotencyRecord) -> bool:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
-from contextlib import closing
 
 import pytest
 from flow import (
@@ -38,11 +36,8 @@ def webhook_rows(server: RunningServer) -> list[tuple[str, int, str]]:
     Webhooks that name no order of ours (bad signature, malformed) are in no order's admin
     view, so the log itself is read here.
     """
-    path = server.shop.settings.data_dir / "bitloot.db"
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        return db.execute(
-            "SELECT body_sha256, signature_valid, outcome FROM webhooks ORDER BY seq"
-        ).fetchall()
+    found = server.rows("SELECT body_sha256, signature_valid, outcome FROM webhooks ORDER BY seq")
+    return [(r["body_sha256"], r["signature_valid"], r["outcome"]) for r in found]
 
 
 def opened(server: RunningServer, product: str = STARDEW) -> tuple[dict, str]:

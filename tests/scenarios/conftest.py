@@ -1,4 +1,6 @@
-"""The seed scenarios against the FastAPI example server, over real HTTP on loopback.
+"""The seed scenarios against the FastAPI example server, over real HTTP on loopback, on
+SQLite and on PostgreSQL (a fresh database of the session's throwaway cluster, with the
+database vault and the secrets from the environment, as a shop on many hosts runs).
 
 Each test gets a fresh server and data dir. ``server`` runs the worker thread, as the
 example does; ``stepped`` runs none, so jobs run only when a test moves the sandbox clock
@@ -22,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from steps import StartServer
 
-from support.servers import RunningServer, running_server
+from support.postgres import PgCluster
+from support.servers import RunningServer, postgres_env, running_server
 
 
 def start(
@@ -38,14 +41,23 @@ def start(
     return running
 
 
-@pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[StartServer]:
-    """Start servers with their own env and worker choice; all stop after the test."""
+@pytest.fixture(params=["sqlite", "postgres"])
+def start_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StartServer]:
+    """Start servers with their own env and worker choice; all stop after the test.
+
+    On PostgreSQL each server gets a database of its own, dropped after the test."""
     count = 0
+    cluster: PgCluster | None = None
+    if request.param == "postgres":
+        cluster = request.getfixturevalue("pg_cluster")
 
     def starter(env: Mapping[str, str] | None = None, *, worker: bool = True) -> RunningServer:
         nonlocal count
         count += 1
+        if cluster is not None:
+            url = cluster.new_database()
+            stack.callback(cluster.drop_database, url)
+            env = {**postgres_env(url), **(env or {})}
         return start(stack, tmp_path / f"data-{count}", env, worker=worker)
 
     with ExitStack() as stack:

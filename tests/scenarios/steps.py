@@ -14,10 +14,8 @@ import email.policy
 import hashlib
 import hmac
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import closing
 from dataclasses import dataclass
 from decimal import Decimal
 from email.message import EmailMessage
@@ -345,11 +343,8 @@ def admin_list(server: RunningServer, path: str, **query: str) -> list[dict[str,
 
 
 def webhook_log(server: RunningServer) -> list[dict[str, Any]]:
-    """Every row of the shop's webhook log, read from its SQLite file."""
-    path = server.shop.settings.data_dir / "bitloot.db"
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        db.row_factory = sqlite3.Row
-        return [dict(row) for row in db.execute("SELECT * FROM webhooks ORDER BY seq")]
+    """Every row of the shop's webhook log, read from its database past the shop."""
+    return server.rows("SELECT * FROM webhooks ORDER BY seq")
 
 
 # --- the mailer -----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from bitloot_adapters.postgres_store import (
     redact_url,
 )
 from bitloot_core.errors import ConcurrentUpdate, InvalidInput, StoreUnavailable
-from bitloot_core.values import Job, JobKind, JobState, Product, ProductSource
+from bitloot_core.values import IdempotencyRecord, Job, JobKind, JobState, Product, ProductSource
 from support.postgres import PgCluster, start_cluster
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -107,6 +107,30 @@ def test_concurrent_claims_take_every_pool_key_once(store: PostgresStore) -> Non
     with store.transaction() as tx:
         assert tx.pool_size("p1") == 0
         assert tx.claim_pool_key("p1", "o99/i1/0") is None
+
+
+def test_requests_with_one_idempotency_key_take_turns(store: PostgresStore) -> None:
+    """A double click: the second transaction reads the key only once the first, which
+    recorded it, has committed, so it finds the record instead of racing to insert one."""
+    record = IdempotencyRecord(scope="s" * 64, fingerprint="f", order_id="o1", created_at=T0)
+    first_read = threading.Event()
+    seen: list[IdempotencyRecord | None] = []
+
+    def second() -> None:
+        first_read.wait(10)
+        with store.transaction() as tx:
+            seen.append(tx.get_idempotency(record.scope))
+
+    other = threading.Thread(target=second)
+    other.start()
+    with store.transaction() as tx:
+        assert tx.get_idempotency(record.scope) is None
+        first_read.set()
+        other.join(0.5)
+        assert other.is_alive()  # waiting on the scope's lock, not reading past it
+        assert tx.insert_idempotency(record)
+    other.join(10)
+    assert seen == [record]
 
 
 def test_a_deadlock_is_reported_as_a_retryable_concurrent_update(store: PostgresStore) -> None:

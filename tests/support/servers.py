@@ -5,25 +5,38 @@ example scripts do (sandbox mode unless ``env`` says otherwise), serves it on a 
 port in a thread, and yields a ``RunningServer`` with the base URL, the shop and an
 ``httpx.Client`` pointed at it, which checks every answer against the server's OpenAPI
 document (``support.openapi_check``).
+
+``postgres_env(url)`` is what a shop on a shared PostgreSQL database is started with
+(its URL and the secrets it must then be given); ``RunningServer.rows`` and
+``sealed_key`` read what the shop stored, whichever store and vault it runs on.
 """
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import socket
+import sqlite3
 import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import httpx
+import psycopg
+from psycopg.rows import dict_row
 
 from bitloot_adapters.bootstrap import Shop, build_shop
+from bitloot_adapters.postgres_store import PostgresStore
 from bitloot_adapters.settings import load_settings
+from bitloot_adapters.sqlite_store import SqliteStore
+from bitloot_adapters.vault_db import DatabaseVault
+from bitloot_adapters.vault_file import FileVault, ref_file_name
 from support.openapi_check import ResponseCheck
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,6 +75,46 @@ class RunningServer:
     @property
     def admin(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.shop.settings.admin_token}"}
+
+    @property
+    def backend(self) -> str:
+        return "postgres" if isinstance(self.shop.store, PostgresStore) else "sqlite"
+
+    def rows(self, sql: str) -> list[dict[str, Any]]:
+        """``sql`` (a read, in SQL both engines speak) on the shop's own database, past the
+        shop; PostgreSQL's booleans come back as SQLite's 0 and 1."""
+        store = self.shop.store
+        if isinstance(store, SqliteStore):
+            uri = f"file:{store.path}?mode=ro"
+            with closing(sqlite3.connect(uri, uri=True)) as db:
+                db.row_factory = sqlite3.Row
+                return [dict(row) for row in db.execute(sql)]
+        assert isinstance(store, PostgresStore)
+        with psycopg.connect(store.url, row_factory=dict_row) as conn:
+            found = conn.execute(sql.encode()).fetchall()
+        return [{k: int(v) if isinstance(v, bool) else v for k, v in r.items()} for r in found]
+
+    def sealed_key(self, ref: str) -> bytes | None:
+        """The encrypted envelope the shop's vault keeps for ``ref``, read past the vault."""
+        vault = self.shop.vault
+        if isinstance(vault, FileVault):
+            path = vault.path_for(ref)
+            return path.read_bytes() if path.exists() else None
+        assert isinstance(vault, DatabaseVault)
+        name = ref_file_name(ref).removesuffix(".key")
+        found = self.rows(f"SELECT envelope FROM vault_keys WHERE name = '{name}'")  # noqa: S608
+        return bytes(found[0]["envelope"]) if found else None
+
+
+def postgres_env(database_url: str) -> dict[str, str]:
+    """A shop on a shared PostgreSQL database: its URL and the secrets it must be given."""
+    return {
+        "BITLOOT_DATABASE_URL": database_url,
+        "BITLOOT_NOWPAYMENTS_IPN_SECRET": "ipn-secret-shared-by-every-host",
+        "BITLOOT_VAULT_KEY": base64.b64encode(b"v" * 32).decode(),
+        "BITLOOT_SIGNING_KEY": base64.b64encode(b"s" * 32).decode(),
+        "BITLOOT_ADMIN_TOKEN": "admin-token-shared-by-every-host",
+    }
 
 
 def _serve_fastapi(shop: Shop, port: int) -> tuple[threading.Thread, object]:
