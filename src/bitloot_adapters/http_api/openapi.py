@@ -204,8 +204,20 @@ SCHEMAS: Final[dict[str, Schema]] = {
         }
     ),
     "Outage": _object({"failures": _COUNT}),
-    "KeyDelay": _object({"seconds": _DECIMAL}),
+    "SecondsSet": _object({"seconds": _DECIMAL}),
     "Stock": _object({"product_id": _TEXT, "qty": _COUNT}),
+    # An order the Kinguin sandbox received, as the sandbox keeps it.
+    "KinguinOrder": {
+        "type": "object",
+        "properties": {
+            "order_id": _TEXT,
+            "order_external_id": _NULLABLE_TEXT,
+            "created_at": _TEXT,
+            "products": {"type": "array", "items": {"type": "object"}},
+            "keys": {"type": "array", "items": {"type": "object"}},
+        },
+        "required": ["order_id", "products", "keys"],
+    },
     # --- request bodies ------------------------------------------------------------------
     "NewOrder": {
         "type": "object",
@@ -474,13 +486,24 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
     ("POST", "/sandbox/kinguin/key-delay"): Operation(
         summary="Delay Kinguin's keys",
         request="Seconds",
-        responses={200: _json("KeyDelay")},
+        responses={200: _json("SecondsSet")},
         tags=["sandbox"],
     ),
     ("POST", "/sandbox/kinguin/stock"): Operation(
         summary="Set Kinguin's stock of a product",
         request="StockRequest",
         responses={200: _json("Stock")},
+        tags=["sandbox"],
+    ),
+    ("POST", "/sandbox/kinguin/latency"): Operation(
+        summary="Make every Kinguin call answer late (0 ends it)",
+        request="Seconds",
+        responses={200: _json("SecondsSet")},
+        tags=["sandbox"],
+    ),
+    ("GET", "/sandbox/kinguin/orders"): Operation(
+        summary="Every order Kinguin received, oldest first",
+        responses={200: _list("KinguinOrder")},
         tags=["sandbox"],
     ),
     ("GET", "/"): Operation(summary="The customer page", responses={200: HTML}, tags=["pages"]),
