@@ -229,7 +229,11 @@ def open_store(settings: Settings) -> SqliteStore | PostgresStore:
         raise ConfigError(
             "BITLOOT_DATABASE_URL needs the postgres extra: pip install 'bitloot[postgres]'"
         ) from None
-    store = PostgresStore(settings.database_url, pool_size=settings.database_pool_size)
+    store = PostgresStore(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        connect_timeout=settings.database_timeout.total_seconds(),
+    )
     try:
         claim_database(
             store, mode_of(settings.sandbox), where="the database", how_to_switch=HOW_TO_SWITCH

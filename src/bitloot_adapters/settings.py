@@ -83,6 +83,7 @@ KNOWN_VARIABLES: Final = frozenset(
         "BTCPAY_WEBHOOK_SECRET",
         "DATABASE_URL",
         "DATABASE_POOL_SIZE",
+        "DATABASE_TIMEOUT_SECONDS",
         "VAULT",
         "SANDBOX_URL",
     }
@@ -271,6 +272,8 @@ class Settings:
     database_url: str | None = attrs.field(default=None, repr=False, validator=_database_url_ok)
     # Connections each process keeps open to it, at most.
     database_pool_size: int = attrs.field(default=10, validator=_pool_size)
+    # How long a request waits for a connection before it answers 503.
+    database_timeout: timedelta = attrs.field(default=timedelta(seconds=10), validator=_positive)
     # Where keys are kept: database, file or s3; None: s3 when ``s3`` is set, else file.
     vault: str | None = attrs.field(
         default=None, validator=attrs.validators.optional(_one_of(*VAULTS))
@@ -679,6 +682,9 @@ def load_settings(
         s3=s3,
         database_url=database_url,
         database_pool_size=_int(env, "DATABASE_POOL_SIZE", 10, low=1, high=MAX_POOL_SIZE),
+        database_timeout=timedelta(
+            seconds=_int(env, "DATABASE_TIMEOUT_SECONDS", 10, low=1, high=300)
+        ),
         vault=vault,
         generated=frozenset(generated),
         payment_providers=providers,
