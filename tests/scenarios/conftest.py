@@ -22,6 +22,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from providers import SIDES, PaymentSide
 from steps import StartServer
 
 from support.postgres import PgCluster
@@ -72,3 +73,9 @@ def server(start_server: StartServer) -> RunningServer:
 @pytest.fixture
 def stepped(start_server: StartServer) -> RunningServer:
     return start_server(worker=False)
+
+
+@pytest.fixture(params=sorted(SIDES, reverse=True))
+def provider(request: pytest.FixtureRequest) -> PaymentSide:
+    """The payment provider a scenario plays, once for each provider the shop runs."""
+    return SIDES[request.param]

@@ -7,23 +7,24 @@ swept: money was seen on chain.
 
 from __future__ import annotations
 
+from providers import PaymentSide
 from steps import (
     advance,
     assert_seen,
-    checkout,
-    expire,
     get_order,
     kinguin_calls,
     mail_files,
     place_order,
-    send_ipn,
 )
 
 from support.servers import RunningServer
 
 
-def test_abandoned_order_expires_after_sixty_minutes(server: RunningServer) -> None:
-    order, _ = checkout(server, ("counter-strike-source", 1))
+def test_abandoned_order_expires_after_sixty_minutes(
+    server: RunningServer, provider: PaymentSide
+) -> None:
+    order = place_order(server, ("counter-strike-source", 1))
+    provider.open(server, order)
     never_opened = place_order(server, ("gift-card-10", 1))
     # 0 min: waiting for the payment.
     assert_seen(get_order(server, order), "waiting", "waiting")
@@ -58,17 +59,21 @@ def test_abandoned_order_expires_after_sixty_minutes(server: RunningServer) -> N
     assert mail_files(server) == []
 
 
-def test_confirming_order_is_never_swept(server: RunningServer) -> None:
-    order, payment = checkout(server, ("counter-strike-source", 1))
-    assert send_ipn(server, payment["id"], "confirming").status_code == 200
+def test_confirming_order_is_never_swept(server: RunningServer, provider: PaymentSide) -> None:
+    order = place_order(server, ("counter-strike-source", 1))
+    payment = provider.open(server, order)
+    provider.seen(server, payment["id"])
     assert advance(server, 3 * 3600)["swept"] == []
     assert_seen(get_order(server, order), "confirming", "waiting")
 
 
-def test_provider_expires_the_payment_window(server: RunningServer) -> None:
-    order, payment = checkout(server, ("counter-strike-source", 1))
-    assert expire(server, payment["id"]) == [{"status": "expired", "answered": 200}]
+def test_provider_expires_the_payment_window(server: RunningServer, provider: PaymentSide) -> None:
+    order = place_order(server, ("counter-strike-source", 1))
+    payment = provider.open(server, order)
+    answered = server.http.post(f"/sandbox/payments/{payment['id']}/expire")
+    assert answered.status_code == 200, answered.text
+    assert [w["answered"] for w in provider.deliveries(answered.json())] == [200]
     seen = get_order(server, order)
-    assert_seen(seen, "expired", "failed", provider_status="expired")
+    assert_seen(seen, "expired", "failed", provider_status=provider.expired_status)
     assert advance(server, 3601)["swept"] == []  # already expired: nothing to sweep
     assert kinguin_calls(server) == []
