@@ -15,12 +15,15 @@ let attempt = null; // {key, fingerprint}: one Idempotency-Key per checkout atte
 let checkingOut = false;
 
 export async function shopPage() {
+  const loadingProducts = api("GET", "/api/products");
+  // The provider choice is drawn before the shop shows, so nothing below it shifts.
+  await showProviderChoice();
   $("shop-view").hidden = false;
   document.title = "Shop — bitloot";
   showResumeLink();
   $("checkout-form").addEventListener("submit", checkout);
   try {
-    products = await api("GET", "/api/products");
+    products = await loadingProducts;
   } catch (error) {
     $("products").replaceChildren();
     $("products-loading").textContent = "The products could not be loaded.";
@@ -32,6 +35,39 @@ export async function shopPage() {
   }
   $("products").replaceChildren(...products.map(productRow));
   renderCart();
+}
+
+// With several payment providers the customer picks one (the first, the shop's default,
+// is preselected); with one, or if the list cannot be read, the shop's default is used.
+async function showProviderChoice() {
+  let providers = [];
+  try {
+    providers = (await api("GET", "/api/payment-providers")).providers || [];
+  } catch {
+    return;
+  }
+  if (providers.length < 2) return;
+  $("providers").replaceChildren(
+    ...providers.map((provider, index) => {
+      const id = `provider-${provider.id}`;
+      const input = el("input", {
+        type: "radio",
+        name: "provider",
+        id,
+        value: provider.id,
+        checked: index === 0,
+        dataset: { testid: id },
+      });
+      return el("label", { className: "provider", htmlFor: id }, input, provider.name);
+    }),
+  );
+  $("provider-choice").hidden = false;
+}
+
+function chosenProvider() {
+  if ($("provider-choice").hidden) return undefined;
+  const chosen = document.querySelector('input[name="provider"]:checked');
+  return chosen ? chosen.value : undefined;
 }
 
 function showResumeLink() {
@@ -151,7 +187,11 @@ async function checkout(event) {
     const order = await api("POST", "/api/orders", { body, headers: { "Idempotency-Key": attempt.key } });
     remember(order.id, order.access_token);
     try {
-      await api("POST", `/api/orders/${enc(order.id)}/payment`, { token: order.access_token });
+      const provider = chosenProvider();
+      await api("POST", `/api/orders/${enc(order.id)}/payment`, {
+        token: order.access_token,
+        body: provider ? { provider } : undefined,
+      });
     } catch {
       // the order page opens the payment again
     }

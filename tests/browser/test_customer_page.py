@@ -314,3 +314,36 @@ def test_an_underpaid_order_resolved_by_the_admin_updates_the_page(
     page.clock.fast_forward(10_000)
     expect_status(page, "Payment confirmed!")
     expect(page.get_by_test_id("reveal-counter-strike-source")).to_be_visible()
+
+
+def test_the_customer_pays_through_the_provider_they_choose(
+    page: Page, server: RunningServer
+) -> None:
+    fill_cart(page, "gift-card-10")
+    expect(page.get_by_test_id("provider-choice")).to_be_visible()
+    expect(page.get_by_test_id("provider-nowpayments")).to_be_checked()
+    # A radio group: the arrow key moves the choice.
+    page.get_by_test_id("provider-nowpayments").focus()
+    page.keyboard.press("ArrowDown")
+    expect(page.get_by_label("BTCPay Server")).to_be_checked()
+
+    order_id = pay_with_crypto(page)
+    expect_waiting_for_payment(page)
+    assert order_json(server, order_id, token_of(page))["payment"]["provider"] == "btcpay"
+    page.get_by_test_id("sandbox-pay").click()
+    expect_status(page, "Payment confirmed!")
+    expect(page.get_by_test_id("reveal-gift-card-10")).to_be_visible()
+
+
+def test_with_one_provider_there_is_nothing_to_choose(page: Page, server: RunningServer) -> None:
+    def one_provider(route: Route) -> None:
+        route.fulfill(json={"providers": [{"id": "nowpayments", "name": "NOWPayments"}]})
+
+    page.route("**/api/payment-providers", one_provider)
+    fill_cart(page, "gift-card-10")
+    expect(page.get_by_test_id("provider-choice")).to_be_hidden()
+    with page.expect_request(re.compile(r"/api/orders/[^/]+/payment$")) as opened:
+        order_id = pay_with_crypto(page)
+    assert opened.value.post_data is None
+    expect_waiting_for_payment(page)
+    assert order_json(server, order_id, token_of(page))["payment"]["provider"] == "nowpayments"
