@@ -126,6 +126,7 @@ def create_app(shop: Shop, *, routes: Sequence[Route] = ROUTES) -> FastAPI:
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
             body_too_large=too_large,
+            client=request.client.host if request.client else "",
         )
         answer = await anyio.to_thread.run_sync(api.handle, http_request, limiter=limiter)
         response = _to_response(answer)
@@ -177,7 +178,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv, default_port=8000, default_data_dir=".bitloot-data")
     shop = prepare_shop(args, page_dir=PAGE_DIR)
     try:
-        uvicorn.run(create_app(shop), host=args.host, port=args.port, log_level="warning")
+        # proxy_headers=False: uvicorn would otherwise take X-Forwarded-For from any
+        # loopback peer as the client; the shop decides that (BITLOOT_TRUSTED_PROXIES).
+        uvicorn.run(
+            create_app(shop),
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            proxy_headers=False,
+        )
     finally:
         shop.close()
 

@@ -64,6 +64,7 @@ def create_app(shop: Shop) -> Flask:
                 headers={k.lower(): v for k, v in request.headers.items()},
                 body=data,
                 body_too_large=too_large,
+                client=request.remote_addr or "",
             )
         )
         body: bytes | Iterator[bytes] = answer.body

@@ -86,6 +86,10 @@ KNOWN_VARIABLES: Final = frozenset(
         "DATABASE_TIMEOUT_SECONDS",
         "VAULT",
         "SANDBOX_URL",
+        "RATE_LIMIT_ORDERS_PER_MINUTE",
+        "RATE_LIMIT_PAYMENTS_PER_MINUTE",
+        "RATE_LIMIT_WEBHOOK_REJECTS_PER_MINUTE",
+        "TRUSTED_PROXIES",
     }
 )
 # Read by the project's own test and benchmark tools, never by the shop: allowed so that
@@ -282,6 +286,12 @@ class Settings:
     # came from the environment or were already kept (by an earlier start, or by another
     # process starting at the same time).
     generated: frozenset[str] = frozenset()
+    # Requests a minute per client (see ``rate_limits``); 0 turns a limit off.
+    rate_limit_orders_per_minute: int = 60
+    rate_limit_payments_per_minute: int = 60
+    rate_limit_webhook_rejects_per_minute: int = 60
+    # Proxies whose X-Forwarded-For names the client (addresses or networks).
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     # Sandbox mode only: a ``bitloot sandbox`` to use instead of starting one's own.
     sandbox_url: str | None = None
     # The payment providers offered, the default first (BITLOOT_PAYMENT_PROVIDERS).
@@ -530,6 +540,20 @@ def _btcpay(env: Mapping[str, str], kept: Mapping[str, str], *, sandbox: bool) -
     )
 
 
+def _proxies(env: Mapping[str, str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    name = PREFIX + "TRUSTED_PROXIES"
+    try:
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in env.get(name, "").split(",")
+            if part.strip()
+        )
+    except ValueError:
+        raise ConfigError(
+            f"{name} must list IP addresses or networks, comma-separated (such as 10.0.0.0/8)"
+        ) from None
+
+
 def check_names(env: Mapping[str, str]) -> None:
     """Refuse any ``BITLOOT_*`` variable the shop does not know, naming the closest one.
 
@@ -628,6 +652,11 @@ def load_settings(
     tolerance = _decimal(env, "UNDERPAY_TOLERANCE_PERCENT", Decimal(0))
     job_lease = timedelta(seconds=_int(env, "JOB_LEASE_SECONDS", 120, low=1, high=24 * 3600))
     synchronous = _choice(env, "SQLITE_SYNCHRONOUS", ("FULL", "NORMAL"))
+    limits = {
+        name: _int(env, f"RATE_LIMIT_{name.upper()}_PER_MINUTE", 60, low=0, high=1_000_000)
+        for name in ("orders", "payments", "webhook_rejects")
+    }
+    proxies = _proxies(env)
     s3 = _s3(env)
     vault = (env.get(PREFIX + "VAULT") or "").lower() or ("database" if database_url else None)
     from_env = {
@@ -687,6 +716,10 @@ def load_settings(
         ),
         vault=vault,
         generated=frozenset(generated),
+        rate_limit_orders_per_minute=limits["orders"],
+        rate_limit_payments_per_minute=limits["payments"],
+        rate_limit_webhook_rejects_per_minute=limits["webhook_rejects"],
+        trusted_proxies=proxies,
         payment_providers=providers,
         btcpay=_btcpay(env, kept, sandbox=sandbox) if "btcpay" in providers else None,
         sandbox_url=_sandbox_url(env, sandbox=sandbox),

@@ -8,6 +8,7 @@
     │   └── Conflict                  409 conflict
     │       ├── IdempotencyConflict   409 idempotency_conflict
     │       └── InvalidState          409 invalid_state
+    │   └── RateLimited               429 rate_limited (``retry_after`` seconds)
     ├── WebhookRejected               the provider's (or an attacker's) webhook is unusable
     │   ├── BadSignature              401 bad_signature
     │   └── MalformedWebhook          400 malformed_webhook
@@ -60,6 +61,17 @@ class BadRequest(BitlootError):
 class InvalidInput(BadRequest):
     code = "invalid_input"
     status_hint = 400
+
+
+class RateLimited(BadRequest):
+    """Too many requests of one kind from one client (or for one email) this minute."""
+
+    code = "rate_limited"
+    status_hint = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after
 
 
 class NotFound(BadRequest):

@@ -121,7 +121,9 @@ def _serve_fastapi(shop: Shop, port: int) -> tuple[threading.Thread, object]:
     import uvicorn  # noqa: PLC0415
 
     app = load_example("fastapi_server").create_app(shop)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     return thread, server
@@ -168,7 +170,11 @@ def running_server(
     worker_poll: float = 0.05,
 ) -> Iterator[RunningServer]:
     port = free_port()
-    settings = load_settings(data_dir=data_dir, port=port, env=dict(env or {}))
+    # Tests make many orders from one address: limits are off unless a test sets them.
+    quiet = {
+        f"BITLOOT_RATE_LIMIT_{n}_PER_MINUTE": "0" for n in ("ORDERS", "PAYMENTS", "WEBHOOK_REJECTS")
+    }
+    settings = load_settings(data_dir=data_dir, port=port, env=quiet | dict(env or {}))
     shop = build_shop(settings, page_dir=PAGE_DIR)
     if worker:
         shop.start_worker(poll_seconds=worker_poll)

@@ -8,6 +8,7 @@ import importlib.metadata
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from bitloot_adapters.http_api.asgi import AsgiApp, make_asgi_app
@@ -22,7 +23,8 @@ from bitloot_adapters.http_api.shapes import (
     header_token,
 )
 from bitloot_adapters.http_api.wsgi import WsgiApp, make_wsgi_app
-from bitloot_core.errors import BitlootError, NotFound, Unauthorized
+from bitloot_adapters.rate_limits import ShopLimits, client_address
+from bitloot_core.errors import BitlootError, NotFound, RateLimited, Unauthorized
 
 if TYPE_CHECKING:
     from bitloot_adapters.bootstrap import Shop
@@ -45,6 +47,17 @@ class ShopApi:
         self.shop = shop
         self.checkout = shop.checkout
         self.routes = tuple(routes)
+        settings = shop.settings
+        self.limits = ShopLimits.per_minute(
+            orders=settings.rate_limit_orders_per_minute,
+            payments=settings.rate_limit_payments_per_minute,
+            webhook_rejects=settings.rate_limit_webhook_rejects_per_minute,
+            trusted_proxies=settings.trusted_proxies,
+        )
+
+    def client(self, request: HttpRequest) -> str:
+        """The address ``request`` comes from (see ``rate_limits.client_address``)."""
+        return client_address(request.client, request.headers, self.limits.trusted_proxies)
 
     def asgi_app(self) -> AsgiApp:
         """The whole API as an ASGI application, for any ASGI server."""
@@ -105,6 +118,9 @@ class ShopApi:
             name = route.name
             try:
                 response = self._call(route, request, params)
+            except RateLimited as exc:
+                response = error_response(exc.status_hint, exc.code, exc.message)
+                response = replace(response, headers={"retry-after": str(exc.retry_after)})
             except BitlootError as exc:
                 response = error_response(exc.status_hint, exc.code, exc.message)
             except Exception:  # noqa: BLE001 - a bug must still get the error shape

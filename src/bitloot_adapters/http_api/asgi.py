@@ -78,6 +78,7 @@ def make_asgi_app(api: ShopApi) -> AsgiApp:
             },
             body=body,
             body_too_large=too_large,
+            client=str((scope.get("client") or ("",))[0]),
         )
         try:
             answer = await asyncio.to_thread(api.handle, request)

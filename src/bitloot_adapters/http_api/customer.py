@@ -88,10 +88,12 @@ def _order_lines(data: Mapping[str, Any]) -> list[tuple[str, int]]:
 
 def create_order(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
     del params
+    api.limits.orders.check(f"address {api.client(request)}")
     data = json_body(request)
     email = data.get("email")
     if not isinstance(email, str):
         raise InvalidInput("email must be a string", code="invalid_email")
+    api.limits.orders.check(f"email {email.strip().casefold()}")
     created = api.checkout.create_order(
         email=email,
         items=_order_lines(data),
@@ -120,6 +122,9 @@ def payment_providers(api: ShopApi, request: HttpRequest, params: dict[str, str]
 
 
 def open_payment(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    # Each order opens at most one provider payment, so the order limits bound payments
+    # per email too; this bounds what one address can make the providers do.
+    api.limits.payments.check(f"address {api.client(request)}")
     provider = json_body(request, optional=True).get("provider")
     if provider is not None and (
         not isinstance(provider, str) or not 0 < len(provider) <= MAX_PROVIDER_NAME

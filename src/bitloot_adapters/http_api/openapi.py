@@ -526,6 +526,7 @@ _REFUSALS: Final = {
     405: "method not allowed",
     409: "the order's state does not allow it, or an idempotency conflict",
     413: "the body is larger than 64 KiB",
+    429: "too many requests from this client this minute (see the Retry-After header)",
     502: "the payment provider answered with an error",
     503: "the payment provider could not be reached",
 }

@@ -50,6 +50,9 @@ class HttpRequest:
     # one (wsgiref) cannot: the sandbox then sends its IPNs after answering the control
     # route, since the shop could not take them while the route waited.
     concurrent: bool = True
+    # The socket's peer address ("" when the server does not say); rate limits key on it,
+    # or on X-Forwarded-For when the peer is a trusted proxy.
+    client: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

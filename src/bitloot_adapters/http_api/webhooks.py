@@ -13,6 +13,7 @@ from bitloot_adapters.http_api.shapes import (
     json_response,
 )
 from bitloot_adapters.kinguin_webhook import receive_kinguin_webhook
+from bitloot_core.errors import RateLimited
 from bitloot_core.service import IpnResult
 from bitloot_core.values import WebhookOutcome
 
@@ -37,8 +38,20 @@ def webhook_status(result: IpnResult) -> int:
 
 
 def webhook(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
-    result = api.checkout.handle_webhook(params["provider"], request.body, request.headers)
+    provider, client = params["provider"], f"address {api.client(request)}"
+    rejects = api.limits.webhook_rejects
+    wait = rejects.wait(client)
+    if wait is not None and not api.checkout.webhook_signed(
+        provider, request.body, request.headers
+    ):
+        # Past its budget of rejected webhooks, a client's unsigned ones are refused
+        # unlogged: a flood costs a signature check each, and no write. A correctly
+        # signed webhook is never refused here.
+        raise RateLimited(f"too many rejected webhooks; try again in {wait} s", retry_after=wait)
+    result = api.checkout.handle_webhook(provider, request.body, request.headers)
     if result.outcome is WebhookOutcome.REJECTED:
+        if result.code == "bad_signature":
+            rejects.take(client)
         return error_response(webhook_status(result), result.code, result.reason)
     return json_response(200, {"ok": True, "outcome": result.outcome, "reason": result.reason})
 

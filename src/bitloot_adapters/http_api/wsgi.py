@@ -70,6 +70,7 @@ def make_wsgi_app(api: ShopApi) -> WsgiApp:
                 headers=_headers(environ),
                 body=body,
                 body_too_large=too_large,
+                client=str(environ.get("REMOTE_ADDR", "")),
                 concurrent=bool(
                     environ.get("wsgi.multithread", True) or environ.get("wsgi.multiprocess")
                 ),

@@ -191,6 +191,10 @@ class Checkout:
         """Verify, parse, bind, dedupe and apply one webhook. Always logged; never raises."""
         return payment_updates.handle_webhook(self._ctx, provider, raw_body, headers)
 
+    def webhook_signed(self, provider: str, raw_body: bytes, headers: Mapping[str, str]) -> bool:
+        """Whether a webhook is correctly signed by ``provider``; checks only, logs nothing."""
+        return payment_updates.webhook_signed(self._ctx, provider, raw_body, headers)
+
     def reconcile(self) -> list[IpnResult]:
         """Ask the provider about open payments whose IPNs stopped, and apply the answers."""
         return sweeping.reconcile(self._ctx)

@@ -90,6 +90,22 @@ def ask_provider(ctx: Context, payment: Payment, *, source: str) -> IpnResult | 
     )
 
 
+def webhook_signed(
+    ctx: Context, provider: str, raw_body: bytes, headers: Mapping[str, str]
+) -> bool:
+    """Whether the webhook's signature is ``provider``'s; nothing is written."""
+    setup = ctx.providers.get(provider)
+    if setup is None:
+        return False
+    try:
+        setup.provider.read_webhook(raw_body, headers)
+    except BadSignature:
+        return False
+    except MalformedWebhook:
+        return True  # signed, but unusable: handle_webhook logs and refuses it
+    return True
+
+
 def _reject(
     ctx: Context,
     now: datetime,
