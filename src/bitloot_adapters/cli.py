@@ -240,7 +240,8 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
             out.write(f"expired {len(expired)} orders\n" + "".join(f"  {i}\n" for i in expired))
         elif args.command == "jobs":
             state = JobState(args.state) if args.state else None
-            _print_jobs(checkout.list_jobs(state=state), out, as_json=args.json)
+            newest_first = checkout.list_jobs(state=state)[::-1]
+            _print_jobs(newest_first, out, as_json=args.json)
         elif args.command == "retry":
             order = checkout.retry_fulfillment(args.order_id, actor="cli")
             out.write(f"order {order.id}: fulfillment re-enqueued ({order.status})\n")

@@ -692,6 +692,7 @@ class PostgresTx:
         created_before: datetime | None = None,
         statuses: frozenset[OrderStatus] | None = None,
         limit: int = 100,
+        newest_first: bool = False,
     ) -> list[Order]:
         where: list[str] = []
         params: list[Any] = []
@@ -711,7 +712,8 @@ class PostgresTx:
             where.append("created_at <= %s")
             params.append(_aware(created_before))
         clause = f"WHERE {' AND '.join(where)} " if where else ""
-        return self._all(_ORDERS, f"{clause}ORDER BY created_at, seq LIMIT %s", [*params, limit])
+        order = "created_at DESC, seq DESC" if newest_first else "created_at, seq"
+        return self._all(_ORDERS, f"{clause}ORDER BY {order} LIMIT %s", [*params, limit])
 
     def count_orders_by_status(self) -> dict[OrderStatus, int]:
         counts = dict.fromkeys(OrderStatus, 0)

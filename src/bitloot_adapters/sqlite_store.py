@@ -775,6 +775,7 @@ class SqliteTx:
         created_before: datetime | None = None,
         statuses: frozenset[OrderStatus] | None = None,
         limit: int = 100,
+        newest_first: bool = False,
     ) -> list[Order]:
         where: list[str] = []
         params: list[Any] = []
@@ -795,7 +796,8 @@ class SqliteTx:
             where.append("created_at <= ?")
             params.append(_to_text(created_before))
         clause = f"WHERE {' AND '.join(where)} " if where else ""
-        return self._all(_ORDERS, f"{clause}ORDER BY created_at, rowid LIMIT ?", [*params, limit])
+        order = "created_at DESC, rowid DESC" if newest_first else "created_at, rowid"
+        return self._all(_ORDERS, f"{clause}ORDER BY {order} LIMIT ?", [*params, limit])
 
     def count_orders_by_status(self) -> dict[OrderStatus, int]:
         counts = dict.fromkeys(OrderStatus, 0)

@@ -121,6 +121,7 @@ class MemoryTx:
         created_before: datetime | None = None,
         statuses: frozenset[OrderStatus] | None = None,
         limit: int = 100,
+        newest_first: bool = False,
     ) -> list[Order]:
         found = [
             o
@@ -131,6 +132,8 @@ class MemoryTx:
             and (created_before is None or o.created_at <= created_before)
         ]
         found.sort(key=lambda o: o.created_at)  # stable: ties keep insertion order
+        if newest_first:
+            found.reverse()
         return found[:limit]
 
     def count_orders_by_status(self) -> dict[OrderStatus, int]:

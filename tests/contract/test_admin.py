@@ -93,7 +93,11 @@ def test_order_list_filters_by_status_and_flag(server: RunningServer) -> None:
     failed = paid(server, SOLD_OUT)
     wait_for(server, failed, "paid", until=lambda o: "fulfillment_failed" in o["flags"])
     everything = admin_orders(server)
-    assert {o["id"] for o in everything} == {fulfilled["id"], created["id"], failed["id"]}
+    # Newest first, each with its payment (none yet for the order just created).
+    assert [o["id"] for o in everything] == [failed["id"], created["id"], fulfilled["id"]]
+    assert [o["payment"] is None for o in everything] == [False, True, False]
+    assert everything[2]["payment"]["status"] == "finished"
+    assert everything[2]["payment"] == get_order(server, fulfilled)["payment"]
     assert all("access_token" not in o for o in everything)
     assert [o["id"] for o in admin_orders(server, status="fulfilled")] == [fulfilled["id"]]
     assert [o["id"] for o in admin_orders(server, status="created")] == [created["id"]]

@@ -162,6 +162,16 @@ def test_same_idempotency_key_and_body_replays_the_order(server: RunningServer) 
     assert {o[0] for o in snapshot(server)} - before == {first.json()["id"]}
 
 
+def test_a_replay_shows_the_orders_payment(server: RunningServer) -> None:
+    headers = {"idempotency-key": "checkout-attempt-0003"}
+    first = server.http.post("/api/orders", json=order_body(GIFT_CARD), headers=headers).json()
+    payment = open_payment(server, first)
+    again = server.http.post("/api/orders", json=order_body(GIFT_CARD), headers=headers)
+    assert again.status_code == 200
+    assert again.json()["payment"] == payment
+    assert again.json()["status"] == "waiting"
+
+
 def test_same_idempotency_key_with_another_body_conflicts(server: RunningServer) -> None:
     headers = {"idempotency-key": "checkout-attempt-0002"}
     first = server.http.post("/api/orders", json=order_body(GIFT_CARD, 1), headers=headers)

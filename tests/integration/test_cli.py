@@ -72,12 +72,13 @@ def test_orders_by_status_and_flag(shop, bitloot) -> None:
     header = paid.out.splitlines()[0]
     assert header.split() == ["ORDER", "STATUS", "TOTAL", "CREATED", "FLAGS"]
     found = rows(paid.out)
-    assert [r[0] for r in found] == [orders["flagged"].order.id, orders["paid"].order.id]
+    # Newest first.
+    assert [r[0] for r in found] == [orders["paid"].order.id, orders["flagged"].order.id]
     assert [r[1] for r in found] == ["paid", "paid"]
-    assert found[0][2:4] == ["15.00", "USD"]
-    assert found[0][-1] == "fulfillment_failed"
-    assert found[1][2:4] == ["23.98", "USD"]
-    assert len(found[1]) == 6, "no flags on the pending order"
+    assert found[1][2:4] == ["15.00", "USD"]
+    assert found[1][-1] == "fulfillment_failed"
+    assert found[0][2:4] == ["23.98", "USD"]
+    assert len(found[0]) == 6, "no flags on the pending order"
 
     flagged = run("orders", "--flag", "fulfillment_failed")
     assert [r[0] for r in rows(flagged.out)] == [orders["flagged"].order.id]

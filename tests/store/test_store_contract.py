@@ -441,6 +441,10 @@ def test_list_orders_filters_and_orders_by_creation(store: Store) -> None:
     assert listed(store) == ["o1", "o2", "o5", "o3", "o4", "o6"]
     assert listed(store, limit=2) == ["o1", "o2"]
     assert listed(store, limit=0) == []
+    # Newest first: the most recent ones (ties: the later inserted first).
+    assert listed(store, newest_first=True) == ["o6", "o4", "o3", "o5", "o2", "o1"]
+    assert listed(store, newest_first=True, limit=2) == ["o6", "o4"]
+    assert listed(store, newest_first=True, status=OrderStatus.CREATED) == ["o3", "o1"]
     assert listed(store, status=OrderStatus.CREATED) == ["o1", "o3"]
     assert listed(store, status=OrderStatus.FULFILLED) == []
     assert listed(store, statuses=frozenset({OrderStatus.CREATED, OrderStatus.WAITING})) == [

@@ -16,7 +16,7 @@ from bitloot_adapters.http_api.shapes import (
 )
 from bitloot_core.chart import Flag, OrderStatus
 from bitloot_core.errors import InvalidInput
-from bitloot_core.values import JobState
+from bitloot_core.values import JobState, Order
 
 if TYPE_CHECKING:
     from bitloot_adapters.http_api.api import ShopApi
@@ -27,7 +27,12 @@ def admin_orders(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> 
     orders = api.checkout.list_orders(
         status=enum_query(request, "status", OrderStatus), flag=enum_query(request, "flag", Flag)
     )
-    return json_response(200, [order_json(o, None) for o in orders])
+    payments = api.checkout.payments_of(orders)
+    return json_response(200, [order_json(o, payments.get(o.id)) for o in orders])
+
+
+def _order_with_payment(api: ShopApi, order: Order) -> dict[str, object]:
+    return order_json(order, api.checkout.payments_of([order]).get(order.id))
 
 
 def admin_order(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
@@ -65,13 +70,13 @@ def admin_order(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> H
 def admin_retry(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
     del request
     order = api.checkout.retry_fulfillment(params["order_id"])
-    return json_response(200, order_json(order, None))
+    return json_response(200, _order_with_payment(api, order))
 
 
 def admin_resend_email(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
     del request
     order = api.checkout.resend_email(params["order_id"])
-    return json_response(200, order_json(order, None))
+    return json_response(200, _order_with_payment(api, order))
 
 
 def admin_resolve(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
@@ -82,7 +87,7 @@ def admin_resolve(api: ShopApi, request: HttpRequest, params: dict[str, str]) ->
     if not isinstance(note, str):
         raise InvalidInput("note must be a string", code="invalid_note")
     order = api.checkout.resolve(params["order_id"], action=action, note=note)
-    return json_response(200, order_json(order, None))
+    return json_response(200, _order_with_payment(api, order))
 
 
 def admin_pool_keys(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:

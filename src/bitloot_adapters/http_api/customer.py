@@ -99,7 +99,9 @@ def create_order(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> 
         items=_order_lines(data),
         idempotency_key=request.headers.get("idempotency-key"),
     )
-    body = order_json(created.order, None) | {"access_token": created.access_token}
+    # A replay shows the order as it is now, with its payment once one is open.
+    payment = api.checkout.payments_of([created.order]).get(created.order.id)
+    body = order_json(created.order, payment) | {"access_token": created.access_token}
     return json_response(200 if created.replayed else 201, body)
 
 

@@ -60,7 +60,7 @@ from bitloot_core.service.results import (
     ProductView,
     RevealedKey,
 )
-from bitloot_core.values import Job, JobState, Order, Product
+from bitloot_core.values import Job, JobState, Order, Payment, Product
 
 
 def _shared(name: str) -> Any:
@@ -257,7 +257,12 @@ class Checkout:
     def list_orders(
         self, *, status: OrderStatus | None = None, flag: Flag | None = None, limit: int = 100
     ) -> list[Order]:
+        """The most recent ``limit`` orders matching the filters, newest first."""
         return admin.list_orders(self._ctx, status=status, flag=flag, limit=limit)
+
+    def payments_of(self, orders: Sequence[Order]) -> dict[str, Payment]:
+        """The current payment of each of ``orders`` that has one, by order id."""
+        return admin.payments_of(self._ctx, orders)
 
     def list_jobs(self, *, state: JobState | None = None) -> list[Job]:
         return admin.list_jobs(self._ctx, state=state)

@@ -6,6 +6,7 @@ checks the admin's input, audits the decision and applies it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Final
 
@@ -15,7 +16,7 @@ from bitloot_core.errors import InvalidInput, InvalidState
 from bitloot_core.service.context import Context, order_of
 from bitloot_core.service.outbox import transition
 from bitloot_core.service.results import AdminOrderView
-from bitloot_core.values import Job, JobState, Order
+from bitloot_core.values import Job, JobState, Order, Payment
 
 MAX_NOTE_LENGTH: Final = 2000
 # ``resolve``'s actions and the chart events they send.
@@ -41,7 +42,14 @@ def list_orders(
     ctx: Context, *, status: OrderStatus | None, flag: Flag | None, limit: int
 ) -> list[Order]:
     with ctx.store.transaction() as tx:
-        return tx.list_orders(status=status, flag=flag, limit=limit)
+        return tx.list_orders(status=status, flag=flag, limit=limit, newest_first=True)
+
+
+def payments_of(ctx: Context, orders: Sequence[Order]) -> dict[str, Payment]:
+    """The current payment of each order that has one, by order id."""
+    with ctx.store.transaction() as tx:
+        found = {o.id: tx.get_payment(o.payment_id) for o in orders if o.payment_id is not None}
+    return {order_id: payment for order_id, payment in found.items() if payment is not None}
 
 
 def list_jobs(ctx: Context, *, state: JobState | None) -> list[Job]:
