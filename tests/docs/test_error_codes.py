@@ -62,6 +62,18 @@ def _literal_codes(path: Path, callees: set[str]) -> set[str]:
     return found
 
 
+def _code_tables(path: Path) -> set[str]:
+    """The values of ``*_CODES`` dicts: the codes a server maps its framework's refusals to."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        targets = [node.target] if isinstance(node, ast.AnnAssign) else getattr(node, "targets", [])
+        named = any(isinstance(t, ast.Name) and t.id.endswith("_CODES") for t in targets)
+        value = getattr(node, "value", None)
+        if named and isinstance(value, ast.Dict):
+            found.update(v.value for v in value.values if isinstance(v, ast.Constant))
+    return found
+
+
 def codes_in_code() -> set[str]:
     classes = _error_classes()
     codes = {cls.code for cls in classes.values()}
@@ -71,8 +83,7 @@ def codes_in_code() -> set[str]:
         codes |= _literal_codes(path, callees)
     for path in HTTP_SOURCES:
         codes |= _literal_codes(path, callees)
-        # Tables of codes the example servers map their framework's refusals to.
-        codes |= set(re.findall(r': "([a-z_]+)",\n', path.read_text(encoding="utf-8")))
+        codes |= _code_tables(path)
     # A webhook's outcome, not an error: "ok" is the code of an accepted webhook.
     return codes - {"ok"}
 
