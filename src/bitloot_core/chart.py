@@ -8,7 +8,8 @@ below, and the service only applies what they answer):
 
 Rule 1. An order starts ``created``. Progress only moves forward:
         created < waiting < confirming < paid < fulfilled.
-Rule 2. ``expired``, ``failed`` and ``underpaid`` are reachable only before ``paid``.
+Rule 2. ``expired``, ``failed`` and ``underpaid`` are reachable only before ``paid``,
+        except that a refund fails a ``paid`` order (rule 11).
 Rule 3. ``fulfilled``, ``expired``, ``failed`` and ``underpaid`` are terminal for automatic
         events (payment updates, the sweeper, the worker). Only an admin event moves an
         order out of one of them, and the service audits every admin event.
@@ -35,6 +36,18 @@ Rule 9. A completion email whose retries ran out leaves the order ``fulfilled`` 
 Rule 10. Payment records follow their own table (``PAYMENT_TRANSITIONS``): forward only
         (``PAYMENT_RANK``); ``finished``, ``underpaid`` and ``failed`` are final, except
         where an order rule sets the record (rule 6).
+Rule 11. A refund (``payment_refunded``) reaches the order whatever its status: before
+        ``paid`` and on a ``paid`` order (whose fulfillment is then cancelled) the order
+        is ``failed``; a ``fulfilled`` or held order keeps its status (and keys). Each
+        raises ``refunded``; a refunded late payment leaves nothing for an admin to fulfill.
+Rule 12. A second payment in full on top of one already counted (a repeated deposit, or
+        the customer paying again into the same payment) raises ``paid_twice`` on an
+        order that was paid (``paid``, ``fulfilled``, or held with its money in): the
+        admin returns it. It never buys the keys twice.
+Rule 13. An order expires (``sweep_expired``) only once both its own TTL and its
+        payment's window have run out (``expires_at``): a payment opened late extends
+        the order up to the provider's ``valid_until`` (or the TTL again, counted from
+        the payment, when the provider names no window).
 """
 
 from __future__ import annotations
@@ -42,6 +55,7 @@ from __future__ import annotations
 import enum
 import functools
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Final
 
@@ -77,6 +91,7 @@ class Flag(enum.StrEnum):
     EMAIL_FAILED = "email_failed"
     REFUNDED = "refunded"
     MARKED = "marked"
+    PAID_TWICE = "paid_twice"
 
 
 class OrderEvent(enum.StrEnum):
@@ -89,6 +104,8 @@ class OrderEvent(enum.StrEnum):
     PAYMENT_PAID_SHORT = "payment_paid_short"
     PAYMENT_EXPIRED = "payment_expired"
     PAYMENT_FAILED = "payment_failed"
+    PAYMENT_REFUNDED = "payment_refunded"
+    PAYMENT_PAID_AGAIN = "payment_paid_again"
     SWEEP_EXPIRED = "sweep_expired"
     FULFILLMENT_DONE = "fulfillment_done"
     FULFILLMENT_EXHAUSTED = "fulfillment_exhausted"
@@ -111,6 +128,7 @@ class PaymentKind(enum.StrEnum):
     PAID = "paid"
     EXPIRED = "expired"
     FAILED = "failed"
+    REFUNDED = "refunded"
 
 
 class Effect(enum.StrEnum):
@@ -184,6 +202,13 @@ _LATE = frozenset({Flag.PAID_LATE})
 _OVERPAID = frozenset({Flag.OVERPAID})
 _FULFILLMENT_FAILED = frozenset({Flag.FULFILLMENT_FAILED})
 _EMAIL_FAILED = frozenset({Flag.EMAIL_FAILED})
+_REFUNDED = frozenset({Flag.REFUNDED})
+_TWICE = frozenset({Flag.PAID_TWICE})
+
+
+def _refund(target: OrderStatus) -> Rule:
+    # Money returned: nothing late is left for an admin to fulfill.
+    return Rule(target=target, raise_flags=_REFUNDED, clear_flags=_LATE)
 
 
 def _table() -> dict[tuple[OrderStatus, OrderEvent], Rule]:
@@ -206,6 +231,7 @@ def _table() -> dict[tuple[OrderStatus, OrderEvent], Rule]:
         t[status, E.PAYMENT_PAID_SHORT] = Rule(target=S.UNDERPAID)
         t[status, E.PAYMENT_EXPIRED] = Rule(target=S.EXPIRED)
         t[status, E.PAYMENT_FAILED] = Rule(target=S.FAILED)
+        t[status, E.PAYMENT_REFUNDED] = _refund(S.FAILED)
         # confirming -> confirming is kept so a later confirmation still counts as applied
         # (the payment record moves from waiting to confirmed on it).
         t[status, E.PAYMENT_CONFIRMING] = Rule(target=S.CONFIRMING)
@@ -217,6 +243,13 @@ def _table() -> dict[tuple[OrderStatus, OrderEvent], Rule]:
         t[status, E.PAYMENT_OVERPAID] = Rule(
             target=status, raise_flags=_LATE | _OVERPAID, payment=P.FINISHED
         )
+    # Refunds (rule 11) and second payments (rule 12) after the money was counted.
+    t[S.PAID, E.PAYMENT_REFUNDED] = _refund(S.FAILED)
+    t[S.FULFILLED, E.PAYMENT_REFUNDED] = _refund(S.FULFILLED)
+    for status in _HELD:
+        t[status, E.PAYMENT_REFUNDED] = _refund(status)
+    for status in (S.PAID, S.FULFILLED, *_HELD):
+        t[status, E.PAYMENT_PAID_AGAIN] = Rule(target=status, raise_flags=_TWICE)
     # Admin resolutions of held orders: underpaid ones, and expired or failed ones only
     # once money arrived late (the guard is the rule's, not the caller's).
     for status in _HELD:
@@ -307,6 +340,7 @@ _KIND_EVENT: Final = MappingProxyType(
         K.CONFIRMED: E.PAYMENT_CONFIRMED,
         K.EXPIRED: E.PAYMENT_EXPIRED,
         K.FAILED: E.PAYMENT_FAILED,
+        K.REFUNDED: E.PAYMENT_REFUNDED,
     }
 )
 
@@ -317,6 +351,8 @@ class AmountOutcome(enum.StrEnum):
     SHORT = "short"
     IN_FULL = "in_full"
     OVER = "over"
+    # A second payment in full on top of one already counted (rule 12).
+    AGAIN = "again"
 
 
 _AMOUNT_EVENT: Final = MappingProxyType(
@@ -324,6 +360,7 @@ _AMOUNT_EVENT: Final = MappingProxyType(
         AmountOutcome.SHORT: E.PAYMENT_PAID_SHORT,
         AmountOutcome.IN_FULL: E.PAYMENT_PAID_IN_FULL,
         AmountOutcome.OVER: E.PAYMENT_OVERPAID,
+        AmountOutcome.AGAIN: E.PAYMENT_PAID_AGAIN,
     }
 )
 
@@ -352,6 +389,7 @@ _PROPOSED: Final = MappingProxyType(
         E.PAYMENT_PAID_SHORT: P.UNDERPAID,
         E.PAYMENT_EXPIRED: P.FAILED,
         E.PAYMENT_FAILED: P.FAILED,
+        E.PAYMENT_REFUNDED: P.FAILED,
         # The sweeper expires an order only once the provider said nothing arrived.
         E.SWEEP_EXPIRED: P.FAILED,
     }
@@ -387,3 +425,22 @@ def payment_transition(
     ``apply``: the webhook hot path is one dictionary lookup."""
     event = payment_event(kind, amount)
     return event, apply(status, flags, event)
+
+
+# --- expiry ----------------------------------------------------------------------------------
+
+
+def expires_at(
+    *,
+    created_at: datetime,
+    ttl: timedelta,
+    payment_opened_at: datetime | None,
+    valid_until: datetime | None,
+) -> datetime:
+    """When an order may be swept (rule 13): the later of its own TTL and its payment's
+    window (the provider's ``valid_until``, or the TTL counted from the payment)."""
+    deadline = created_at + ttl
+    if payment_opened_at is None:
+        return deadline
+    window = valid_until if valid_until is not None else payment_opened_at + ttl
+    return max(deadline, window)

@@ -15,7 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from bitloot_core import chart
-from bitloot_core.chart import AmountOutcome, Effect
+from bitloot_core.chart import AmountOutcome, Effect, PaymentKind, PaymentStatus
 from bitloot_core.providers import PaymentUpdate
 from bitloot_core.values import Order, Payment
 
@@ -34,6 +34,24 @@ def amount_outcome(
     if not paid_in_full(actually_paid, due, tolerance_percent):
         return AmountOutcome.SHORT
     return AmountOutcome.OVER if actually_paid > due else AmountOutcome.IN_FULL
+
+
+def update_outcome(
+    update: PaymentUpdate, payment: Payment, tolerance_percent: Decimal
+) -> AmountOutcome:
+    """The amount outcome of ``update`` about ``payment`` (chart rule 12).
+
+    Once the payment's money was counted in full (the record is ``finished``), only a
+    whole new payment counts: a repeated deposit (another payment id) paying in full, or
+    the same payment reporting at least a full amount more than it did.
+    """
+    if payment.status is PaymentStatus.FINISHED and update.kind is PaymentKind.PAID:
+        fresh = update.actually_paid
+        if update.payment_id == payment.id:
+            fresh -= payment.actually_paid
+        if paid_in_full(fresh, payment.pay_amount, tolerance_percent):
+            return AmountOutcome.AGAIN
+    return amount_outcome(update.actually_paid, payment.pay_amount, tolerance_percent)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,7 +80,7 @@ def decide_payment(
             effects=(),
             reason=f"unknown provider status {update.provider_status!r}: ignored",
         )
-    amount = amount_outcome(update.actually_paid, payment.pay_amount, tolerance_percent)
+    amount = update_outcome(update, payment, tolerance_percent)
     event, transition = chart.payment_transition(order.status, order.flags, update.kind, amount)
     new_payment_status = chart.payment_status(payment.status, event, transition)
     payment_moved = new_payment_status != payment.status
@@ -100,8 +118,9 @@ def binding_problem(  # noqa: PLR0911  one return per check
 
     Bound means: it comes from the provider holding the payment, its order_id is the
     order's, its payment_id is the payment opened for the order (or names it as
-    ``parent_payment_id``: a repeated deposit), and its price amount and currency are the
-    order's. With no payment opened, no update is bound.
+    ``parent_payment_id``: a repeated deposit), its price amount and currency are the
+    order's, and it is not paid in another coin than the payment's (its amount would be
+    compared with the wrong due). With no payment opened, no update is bound.
     """
     if order.payment_id is None:
         return "no payment has been opened for the order"
@@ -120,5 +139,12 @@ def binding_problem(  # noqa: PLR0911  one return per check
         return (
             f"price_currency does not match (IPN {update.price_currency!r}, "
             f"order {order.currency!r})"
+        )
+    # A repeated deposit's IPN may leave it out; when named, it must be the payment's.
+    named = update.pay_currency
+    if named is not None and named.lower() != payment.pay_currency.lower():
+        return (
+            f"pay_currency does not match (IPN {update.pay_currency!r}, "
+            f"payment {payment.pay_currency!r})"
         )
     return None

@@ -319,7 +319,8 @@ class FakeGateway:
 
     ``payments`` holds each payment's JSON as the provider would answer it; a test sets
     it to what the provider should say next. ``get_payment`` parses it with the
-    NOWPayments provider's own parser, as the real client does.
+    NOWPayments provider's own parser, as the real client does. ``valid_until`` is the
+    payment window the next payments are opened with (None: the provider names none).
     """
 
     def __init__(self, *, rate: Decimal = Decimal("0.00002"), pay_currency: str = "btc") -> None:
@@ -327,6 +328,7 @@ class FakeGateway:
         self.pay_currency = pay_currency
         self.created: list[dict[str, str]] = []
         self.payments: dict[str, bytes] = {}
+        self.valid_until: datetime | None = None
         self._ids = itertools.count(5800567260)
 
     def create_payment(
@@ -358,6 +360,7 @@ class FakeGateway:
             pay_currency=pay_currency,
             price_amount=Decimal(price_amount),
             price_currency=price_currency,
+            valid_until=self.valid_until,
         )
         # Until a test says otherwise, the provider reports the payment still waiting.
         self.payments[payment_id] = canonical_json(

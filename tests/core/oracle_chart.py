@@ -46,6 +46,23 @@ class OracleChart(StateMachine):
     payment_paid_short = created.to(underpaid) | waiting.to(underpaid) | confirming.to(underpaid)
     payment_expired = created.to(expired) | waiting.to(expired) | confirming.to(expired)
     payment_failed = created.to(failed) | waiting.to(failed) | confirming.to(failed)
+    payment_refunded = (
+        created.to(failed)
+        | waiting.to(failed)
+        | confirming.to(failed)
+        | paid.to(failed)
+        | fulfilled.to.itself()
+        | expired.to.itself()
+        | failed.to.itself()
+        | underpaid.to.itself()
+    )
+    payment_paid_again = (
+        paid.to.itself()
+        | fulfilled.to.itself()
+        | expired.to.itself()
+        | failed.to.itself()
+        | underpaid.to.itself()
+    )
     sweep_expired = created.to(expired) | waiting.to(expired)
     fulfillment_done = paid.to(fulfilled)
     fulfillment_exhausted = paid.to.itself()
@@ -80,6 +97,13 @@ class OracleChart(StateMachine):
     def on_payment_overpaid(self, source: State, target: State) -> None:
         self.on_payment_paid_in_full(source, target)
         self.flags.add("overpaid")
+
+    def on_payment_refunded(self) -> None:
+        self.flags.add("refunded")
+        self.flags.discard("paid_late")
+
+    def on_payment_paid_again(self) -> None:
+        self.flags.add("paid_twice")
 
     def on_fulfillment_done(self) -> None:
         self.flags.discard("fulfillment_failed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -126,17 +127,61 @@ def test_every_status_is_reachable_by_automatic_events_alone() -> None:
     assert seen == set(S)
 
 
+# The one way back (rule 11): the provider refunded a paid order's money.
+REFUND_OF_PAID = (S.PAID, E.PAYMENT_REFUNDED)
+
+
 def test_automatic_progress_only_moves_forward() -> None:
-    for (status, event), rule in TRANSITIONS.items():
-        if event in AUTOMATIC_EVENTS:
-            assert rank(rule.target) >= rank(status), (status, event, rule.target)
+    backwards = [
+        (status, event)
+        for (status, event), rule in TRANSITIONS.items()
+        if event in AUTOMATIC_EVENTS and rank(rule.target) < rank(status)
+    ]
+    assert backwards == [REFUND_OF_PAID]
 
 
 def test_off_path_statuses_only_before_paid() -> None:
     for (status, event), rule in TRANSITIONS.items():
         off_path = rule.target in {S.EXPIRED, S.FAILED, S.UNDERPAID}
         if off_path and rule.target != status and event in AUTOMATIC_EVENTS:
-            assert rank(status) < PROGRESS[S.PAID], (status, event)
+            assert rank(status) < PROGRESS[S.PAID] or (status, event) == REFUND_OF_PAID
+
+
+def test_a_refund_reaches_every_status() -> None:
+    for status in S:
+        moved = chart.apply(status, frozenset({Flag.PAID_LATE}), E.PAYMENT_REFUNDED)
+        assert moved.applied
+        assert moved.flags == {Flag.REFUNDED}
+        assert moved.effects == ()
+        assert moved.status is (status if status in TERMINAL else S.FAILED)
+
+
+def test_a_second_payment_is_flagged_only_once_money_was_counted() -> None:
+    for status in S:
+        moved = chart.apply(status, frozenset(), E.PAYMENT_PAID_AGAIN)
+        counted = status in TERMINAL | {S.PAID}
+        assert moved.applied is counted
+        assert moved.status is status
+        assert moved.flags == ({Flag.PAID_TWICE} if counted else frozenset())
+
+
+def test_expiry_counts_from_the_later_of_ttl_and_payment_window() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    ttl = timedelta(hours=1)
+    late = t0 + timedelta(minutes=59)
+    assert chart.expires_at(created_at=t0, ttl=ttl, payment_opened_at=None, valid_until=None) == (
+        t0 + ttl
+    )
+    assert chart.expires_at(
+        created_at=t0, ttl=ttl, payment_opened_at=late, valid_until=late + timedelta(minutes=20)
+    ) == late + timedelta(minutes=20)
+    assert chart.expires_at(created_at=t0, ttl=ttl, payment_opened_at=late, valid_until=None) == (
+        late + ttl
+    )
+    # A window shorter than the order's own TTL never shortens it.
+    assert chart.expires_at(
+        created_at=t0, ttl=ttl, payment_opened_at=t0, valid_until=t0 + timedelta(minutes=5)
+    ) == (t0 + ttl)
 
 
 def test_admin_events_only_leave_terminal_or_paid_statuses() -> None:
@@ -206,7 +251,8 @@ def test_mapping_is_the_seed_table() -> None:
         "partially_paid": PaymentKind.PAID,
         "underpaid": PaymentKind.PAID,
         "expired": PaymentKind.EXPIRED,
-        "refunded": PaymentKind.FAILED,
+        # Deviation: a refund is its own kind, so it reaches a paid order (rule 11).
+        "refunded": PaymentKind.REFUNDED,
         "failed": PaymentKind.FAILED,
     }
     assert {k: v.kind for k, v in STATUSES.items()} == seed

@@ -710,6 +710,7 @@ def binding_problem(
     price_amount: Decimal,
     price_currency: str,
     provider: str = "nowpayments",
+    pay_currency: str = "eth",
 ) -> str | None:
     """The provider-neutral binding check, for an order and payment described by fields."""
     at = datetime(2026, 1, 1, tzinfo=UTC)
@@ -741,7 +742,7 @@ def binding_problem(
         price_amount=price_amount,
         price_currency=price_currency,
         pay_amount=Decimal(1),
-        pay_currency="btc",
+        pay_currency=pay_currency,
         pay_address="a",
         created_at=at,
         updated_at=at,
@@ -775,6 +776,7 @@ def test_a_repeated_deposit_is_bound_through_its_parent():
         ({"price_amount": Decimal("20.01")}, "price_amount does not match"),
         ({"price_currency": "eur"}, "price_currency does not match"),
         ({"provider": "btcpay"}, "the payment is held by btcpay"),
+        ({"pay_currency": "btc"}, "pay_currency does not match"),
     ],
 )
 def test_unbound_ipns_say_why(change, reason):

@@ -13,7 +13,7 @@ from dataclasses import replace
 from bitloot_core.chart import JobKind, OrderEvent, OrderStatus
 from bitloot_core.errors import PoolEmpty, SupplierError
 from bitloot_core.service.context import Context, order_of
-from bitloot_core.service.leases import Lease, renew
+from bitloot_core.service.leases import Lease, renew_in
 from bitloot_core.service.outbox import job_key, transition
 from bitloot_core.values import (
     DeliveredKey,
@@ -26,16 +26,33 @@ from bitloot_core.values import (
 )
 
 
+def _cancelled(ctx: Context, order: Order) -> bool:
+    """True (and audited) when the order left ``paid`` other than by being fulfilled:
+    refunded (chart rule 11), so its fulfillment never happens."""
+    if order.status is OrderStatus.PAID:
+        return False
+    if order.status is not OrderStatus.FULFILLED:
+        with ctx.store.transaction() as tx:
+            ctx.audit(tx, order.id, "fulfillment_cancelled", f"the order is {order.status}")
+    return True
+
+
 def fulfill(ctx: Context, lease: Lease) -> None:
     order_id = lease.job.order_id
     with ctx.store.transaction() as tx:
         order = order_of(tx, order_id)
-    if order.status is not OrderStatus.PAID:
-        return  # fulfilled already (a job run again after a crash): nothing to do
+    if _cancelled(ctx, order):
+        return  # fulfilled already (a job run again after a crash), or refunded
     delivered = {item.id: item.keys for item in order.items if item.delivered}
     kinguin = [i for i in order.items if i.source is ProductSource.KINGUIN and not i.delivered]
     if kinguin:
-        renew(ctx, lease)  # a purchase must never run on two workers at once
+        # A purchase must never run on two workers at once, nor for a refunded order:
+        # the lease and the order are checked in one read right before it.
+        with ctx.store.transaction() as tx:
+            renew_in(ctx, tx, lease)
+            order = order_of(tx, order_id)
+        if _cancelled(ctx, order):
+            return
         delivered.update(_from_supplier(ctx, order, kinguin))
     for item in order.items:
         if item.source is ProductSource.CUSTOM and not item.delivered:
@@ -43,10 +60,20 @@ def fulfill(ctx: Context, lease: Lease) -> None:
     now = ctx.clock.now()
     with ctx.store.transaction() as tx:
         current = order_of(tx, order_id)
-        if current.status is not OrderStatus.PAID:
+        if current.status is OrderStatus.FULFILLED:
             return  # another worker, which took over the job, fulfilled it meanwhile
         items = tuple(replace(i, keys=delivered.get(i.id, i.keys)) for i in current.items)
         tx.update_order(replace(current, items=items, updated_at=now))
+        if current.status is not OrderStatus.PAID:
+            # Refunded while the keys were bought: they stay on the order (none lost)
+            # for the admin, and nothing is sent.
+            ctx.audit(
+                tx,
+                order_id,
+                "fulfillment_cancelled",
+                f"the order became {current.status} during fulfillment; its keys are kept",
+            )
+            return
         transition(ctx, tx, order_id, OrderEvent.FULFILLMENT_DONE, now)
     ctx.observer.observe("order_fulfilled", order_id=order_id)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from bitloot_core.ports import StoreTx
 from bitloot_core.service.context import Context
 from bitloot_core.values import Job, JobState
 
@@ -44,9 +45,14 @@ def renew(ctx: Context, lease: Lease) -> None:
     If the lease was lost (it ran out and another worker took the job), stop here:
     the step must not run twice at once, above all not a purchase.
     """
-    now = ctx.clock.now()
     with ctx.store.transaction() as tx:
-        current = tx.get_job(lease.job.key)
-        if current is None or current.version != lease.job.version:
-            raise LeaseLost
-        lease.job = tx.update_job(replace(current, lease_until=now + ctx.config.job_lease))
+        renew_in(ctx, tx, lease)
+
+
+def renew_in(ctx: Context, tx: StoreTx, lease: Lease) -> None:
+    """``renew`` inside the caller's transaction, so the caller's own checks (the order
+    is still to be fulfilled) and the lease's are one read of the store."""
+    current = tx.get_job(lease.job.key)
+    if current is None or current.version != lease.job.version:
+        raise LeaseLost
+    lease.job = tx.update_job(replace(current, lease_until=ctx.clock.now() + ctx.config.job_lease))

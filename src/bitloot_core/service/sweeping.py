@@ -7,22 +7,45 @@ that went quiet. Both apply the provider's answer like a webhook before deciding
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from typing import Final
 
 from bitloot_core import chart, rules
 from bitloot_core.chart import OrderEvent, OrderStatus
+from bitloot_core.ports import StoreTx
 from bitloot_core.service.context import Context, payment_of
 from bitloot_core.service.outbox import transition
 from bitloot_core.service.payment_updates import ask_provider
 from bitloot_core.service.results import IpnResult
+from bitloot_core.values import Order, Payment
 
 _SWEEP_BATCH: Final = 1000
 _RECONCILE_BATCH: Final = 500
 _OPEN: Final = frozenset({OrderStatus.WAITING, OrderStatus.CONFIRMING})
 
 
+def _expirable(ctx: Context, tx: StoreTx, cutoff: datetime) -> list[tuple[Order, Payment | None]]:
+    """Sweepable orders past both their TTL and their payment's window (chart rule 13)."""
+    now = ctx.clock.now()
+    found = []
+    for order in tx.list_orders(
+        statuses=rules.SWEEPABLE, created_before=cutoff, limit=_SWEEP_BATCH
+    ):
+        payment = payment_of(tx, order)
+        deadline = chart.expires_at(
+            created_at=order.created_at,
+            ttl=ctx.config.order_ttl,
+            payment_opened_at=payment.created_at if payment is not None else None,
+            valid_until=payment.valid_until if payment is not None else None,
+        )
+        if deadline <= now:
+            found.append((order, payment))
+    return found
+
+
 def sweep(ctx: Context) -> list[str]:
-    """Expire abandoned orders (created/waiting older than the TTL); their payments fail.
+    """Expire abandoned orders (created/waiting older than the TTL and past their
+    payment's window); their payments fail.
 
     An order with a payment is expired only after the provider confirmed that nothing
     arrived: its answer is applied first, like an IPN, and an order it moved on (money
@@ -31,12 +54,7 @@ def sweep(ctx: Context) -> list[str]:
     """
     cutoff = ctx.clock.now() - ctx.config.order_ttl
     with ctx.store.transaction() as tx:
-        candidates = [
-            (order, payment_of(tx, order))
-            for order in tx.list_orders(
-                statuses=rules.SWEEPABLE, created_before=cutoff, limit=_SWEEP_BATCH
-            )
-        ]
+        candidates = _expirable(ctx, tx, cutoff)
     confirmed = {
         order.id
         for order, payment in candidates
@@ -46,13 +64,10 @@ def sweep(ctx: Context) -> list[str]:
     expired = []
     with ctx.store.transaction() as tx:
         # Read again: the provider's answers may have moved some orders on.
-        for order in tx.list_orders(
-            statuses=rules.SWEEPABLE, created_before=cutoff, limit=_SWEEP_BATCH
-        ):
+        for order, payment in _expirable(ctx, tx, cutoff):
             if order.id not in confirmed:
                 continue
             transition(ctx, tx, order.id, OrderEvent.SWEEP_EXPIRED, now)
-            payment = payment_of(tx, order)
             if payment is not None:
                 # The provider confirmed no money arrived: the record follows its table.
                 event = OrderEvent.SWEEP_EXPIRED

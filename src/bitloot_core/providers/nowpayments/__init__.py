@@ -68,7 +68,9 @@ STATUSES: Final = MappingProxyType(
         ),
         "underpaid": ProviderStatus(kind=K.PAID, description="Equivalent to partially_paid"),
         "expired": ProviderStatus(kind=K.EXPIRED, description="Payment window expired"),
-        "refunded": ProviderStatus(kind=K.FAILED, description="Admin-initiated refund (rare)"),
+        "refunded": ProviderStatus(
+            kind=K.REFUNDED, description="Admin-initiated refund (rare): reaches any order"
+        ),
         "failed": ProviderStatus(kind=K.FAILED, description="Payment rejected/failed"),
     }
 )
