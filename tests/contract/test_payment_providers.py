@@ -3,12 +3,19 @@ payment's provider in the order JSON, and the sandbox controls for each provider
 
 from __future__ import annotations
 
+import io
+import logging
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from flow import assert_error, bearer, create_order, get_order, wait_for
 
-from support.servers import RunningServer
+from bitloot_adapters.logs import configure_logging
+from bitloot_core.providers.btcpay import sign
+from support.servers import RunningServer, running_server
 
 
 @pytest.fixture
@@ -121,3 +128,54 @@ def test_sandbox_fail_and_expire_work_for_btcpay(
     if action == "expire":
         again = server.http.post(f"/sandbox/payments/{payment['id']}/expire")
         assert_error(again, 409, "invalid_state")
+
+
+@pytest.fixture
+def log_buffer() -> Iterator[io.StringIO]:
+    """The shop's structured logs, at DEBUG, in a buffer; the setup before it afterwards."""
+    before = structlog.get_config()
+    buffer = io.StringIO()
+    configure_logging(stream=buffer, level=logging.DEBUG)
+    yield buffer
+    structlog.configure(**before)
+
+
+def test_no_btcpay_secret_reaches_a_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, log_buffer: io.StringIO
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with running_server("fastapi", tmp_path / "data") as server:
+        store = server.shop.settings.btcpay
+        assert store is not None
+        assert server.shop.sandbox is not None
+        sandbox = server.shop.sandbox.btcpay
+        assert sandbox is not None
+        order = create_order(server)
+        payment = open_with(server, order, {"provider": "btcpay"}).json()["payment"]
+        forged = b'{"type": "InvoiceSettled", "invoiceId": "x", "deliveryId": "d"}'
+        forged_sig = sign("guessed-secret", forged)
+        answer = server.http.post(
+            "/webhooks/btcpay", content=forged, headers={"BTCPay-Sig": forged_sig}
+        )
+        assert answer.status_code == 401
+        assert server.http.post(f"/sandbox/payments/{payment['id']}/pay").status_code == 200
+        wait_for(server, order, "fulfilled")
+        secrets = [store.api_key, store.webhook_secret, forged_sig]
+        secrets += [sent.signature for sent in sandbox.webhooks]
+    logged = log_buffer.getvalue() + caplog.text
+    assert "payment_opened" in logged  # the logs were captured
+    leaked = [secret for secret in secrets if secret in logged]
+    assert leaked == [], f"{len(leaked)} secrets in the logs"
+
+
+def test_a_signed_btcpay_event_about_no_invoice_is_answered_200(server: RunningServer) -> None:
+    # A store webhook on "everything" also sends payouts; a 4xx would make BTCPay before
+    # 2.3.4 send it again for an hour, holding up the invoice events behind it.
+    store = server.shop.settings.btcpay
+    assert store is not None
+    body = b'{"type": "PayoutCreated", "deliveryId": "D1", "payoutId": "P1"}'
+    answer = server.http.post(
+        "/webhooks/btcpay", content=body, headers={"BTCPay-Sig": sign(store.webhook_secret, body)}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outcome"] == "ignored"

@@ -134,8 +134,8 @@ def test_an_oversized_body_is_not_checked() -> None:
         (b"\xff\xfe", "not valid JSON"),
         (b"[1, 2]", "not a JSON object"),
         (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
-        (webhook(event="PayoutCreated"), "not an invoice event"),
-        (json.dumps({"type": ["InvoiceSettled"]}).encode(), "not an invoice event"),
+        (json.dumps({"type": ["InvoiceSettled"]}).encode(), "no type"),
+        (json.dumps({"type": ""}).encode(), "no type"),
         (webhook(invoice_id=""), "invoiceId"),
         (webhook(invoice_id="a\nb"), "invoiceId"),
         (webhook(invoice_id="x" * 129), "invoiceId"),
@@ -146,8 +146,8 @@ def test_an_oversized_body_is_not_checked() -> None:
         "utf8",
         "array",
         "deep",
-        "payout",
         "type-list",
+        "empty-type",
         "empty-id",
         "newline-id",
         "long-id",
@@ -158,6 +158,13 @@ def test_an_oversized_body_is_not_checked() -> None:
 def test_a_signed_body_that_is_no_invoice_webhook_is_malformed(body: bytes, reason: str) -> None:
     with pytest.raises(MalformedWebhook, match=reason):
         BtcPay(webhook_secret=SECRET).read_webhook(body[:60_000], signed(body[:60_000]))
+
+
+def test_an_event_about_no_invoice_is_acknowledged_and_ignored() -> None:
+    body = json.dumps({"type": "PayoutCreated", "deliveryId": "D9", "payoutId": "P1"}).encode()
+    notice = PROVIDER.read_webhook(body, signed(body))
+    assert notice.ignore == "not an invoice event: 'PayoutCreated'"
+    assert notice.update is None
 
 
 def test_old_servers_delivery_ids_are_read() -> None:
@@ -175,6 +182,7 @@ def test_any_signed_body_is_a_notice_or_malformed(body: bytes) -> None:
     except MalformedWebhook:
         return
     assert notice.update is None
+    assert notice.ignore is None
     assert notice.dedupe_key.startswith("btcpay:delivery:")
 
 
@@ -388,6 +396,15 @@ def test_a_webhook_for_another_apps_invoice_is_unbound(shop: Shop) -> None:
     body = webhook("InvoiceSettled")
     result = shop.checkout.handle_webhook("btcpay", body, signed(body))
     assert result.code == "unbound_webhook"
+    assert shop.order()[0] is OrderStatus.WAITING
+
+
+def test_a_payout_event_is_answered_ignored_without_a_re_read(shop: Shop) -> None:
+    body = json.dumps({"type": "PayoutApproved", "deliveryId": "D7"}).encode()
+    result = shop.checkout.handle_webhook("btcpay", body, signed(body))
+    assert (result.outcome, result.code) == (WebhookOutcome.IGNORED, "ok")
+    assert "not an invoice event" in result.reason
+    assert shop.btcpay.reads == 0
     assert shop.order()[0] is OrderStatus.WAITING
 
 

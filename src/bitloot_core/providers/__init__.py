@@ -8,7 +8,8 @@ the neutral values here:
   ``WebhookNotice``: the payment it is about, the key that recognises a repeated
   delivery, and either the whole ``PaymentUpdate`` (NOWPayments' IPNs carry everything)
   or ``None``, meaning "re-read the payment through the gateway" (a provider whose
-  webhooks carry no amounts, such as BTCPay Server's).
+  webhooks carry no amounts, such as BTCPay Server's). A genuine webhook about nothing
+  the shop keeps is a notice with ``ignore`` set: acknowledged, logged, not applied.
 - A ``PaymentUpdate`` is the provider's word on a payment, in every provider's terms:
   a ``PaymentKind`` from the provider's status table (``statuses``), the amounts, and the
   fields that bind it to our order. The chart sees only the generic payment event made
@@ -77,6 +78,10 @@ class WebhookNotice:
     payment_id: str
     dedupe_key: str
     update: PaymentUpdate | None
+    # Why a genuine webhook is about nothing the shop keeps (say, BTCPay's payout events):
+    # it is then acknowledged and logged as ignored, so the provider does not send it
+    # again. None: a webhook about a payment.
+    ignore: str | None = None
 
 
 class PaymentProvider(Protocol):

@@ -8,7 +8,8 @@ delivery's ``originalDeliveryId`` (the same on every retry and redelivery) as th
 recognises a repeat, and answers a notice without an update, which makes the service
 re-read the invoice through the gateway. What the invoice's ``(status,
 additionalStatus)`` then means is ``STATUSES``, one row per pair; the event type never
-decides (``EVENTS`` lists the ones that ask for a re-read).
+decides (``EVENTS`` lists the ones that ask for a re-read; any other type, such as a
+payout's, is acknowledged and ignored).
 
 A late payment and a short payment end like NOWPayments' ones: an invoice that expired
 with part of the money (``Expired/PaidPartial``) is money that arrived short; one paid in
@@ -188,8 +189,13 @@ class BtcPay:
             raise BadSignature("bad signature")
         body = _load(raw_body)
         event = body.get("type")
-        if not isinstance(event, str) or event not in EVENTS:
-            raise MalformedWebhook(f"not an invoice event: {str(event)[:40]!r}", field="type")
+        if not isinstance(event, str) or not event:
+            raise MalformedWebhook("the webhook has no type", field="type")
+        if event not in EVENTS:
+            # Payouts, payment requests, ...: a store webhook on "everything" sends them.
+            # Answered 200, or BTCPay (before 2.3.4) would send them again for an hour.
+            reason = f"not an invoice event: {event[:40]!r}"
+            return WebhookNotice(payment_id="", dedupe_key="", update=None, ignore=reason)
         invoice_id = _id(body, "invoiceId")
         # The first delivery's id, kept by every retry and redelivery (1.x misspelt it).
         delivery = next(

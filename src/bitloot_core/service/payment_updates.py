@@ -54,6 +54,8 @@ def handle_webhook(
         )
     except MalformedWebhook as exc:
         return _reject(ctx, now, body_hash, signature_valid=True, code=exc.code, reason=exc.message)
+    if notice.ignore is not None:
+        return _ignore(ctx, now, body_hash, reason=notice.ignore)
     update = notice.update
     if update is None:
         # The webhook only says that something happened: ask the provider what.
@@ -104,6 +106,22 @@ def webhook_signed(
     except MalformedWebhook:
         return True  # signed, but unusable: handle_webhook logs and refuses it
     return True
+
+
+def _ignore(ctx: Context, now: datetime, body_hash: str, *, reason: str) -> IpnResult:
+    """A genuine webhook about nothing the shop keeps: acknowledged, logged, not applied."""
+    with ctx.store.transaction() as tx:
+        tx.log_webhook(
+            WebhookLogEntry(
+                received_at=now,
+                body_sha256=body_hash,
+                signature_valid=True,
+                outcome=WebhookOutcome.IGNORED,
+                reason=reason,
+            )
+        )
+    ctx.observer.observe("ipn", outcome="ignored", reason="not_a_payment")
+    return IpnResult(outcome=WebhookOutcome.IGNORED, reason=reason)
 
 
 def _reject(
