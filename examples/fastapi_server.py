@@ -128,7 +128,11 @@ def create_app(shop: Shop, *, routes: Sequence[Route] = ROUTES) -> FastAPI:
             body_too_large=too_large,
             client=request.client.host if request.client else "",
         )
-        answer = await anyio.to_thread.run_sync(api.handle, http_request, limiter=limiter)
+        # A refusal that costs no I/O is answered here, so it never takes (or waits for)
+        # a thread: a webhook flood cannot queue genuine IPNs behind it.
+        answer = api.refuse_early(http_request) or await anyio.to_thread.run_sync(
+            api.handle, http_request, limiter=limiter
+        )
         response = _to_response(answer)
         if too_large:
             # The rest of the body may still be on its way: do not read it as the next

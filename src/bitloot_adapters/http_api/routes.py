@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 Handler = Callable[["ShopApi", HttpRequest, dict[str, str]], HttpResponse]
 # Called instead of the handler when the body is over the limit, before the 413.
 TooLarge = Callable[["ShopApi", dict[str, str]], None]
+# A cheap check without I/O that may refuse a request (by raising) before it takes a
+# thread; ``ShopApi.refuse_early`` runs it. The handler must not rely on it having run.
+Early = Callable[["ShopApi", HttpRequest, dict[str, str]], None]
 
 
 class Access(enum.StrEnum):
@@ -38,6 +41,7 @@ class Route:
     handler: Handler
     access: Access = Access.PUBLIC
     too_large: TooLarge | None = None
+    early: Early | None = None
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -65,7 +69,13 @@ ROUTES: Final[tuple[Route, ...]] = (
     Route("GET", "/keys/{signed}", customer.key),
     Route("POST", "/webhooks/kinguin", webhooks.kinguin_webhook),
     # After Kinguin's: every other /webhooks/{name} is a payment provider's.
-    Route("POST", "/webhooks/{provider}", webhooks.webhook, too_large=webhooks.webhook_too_large),
+    Route(
+        "POST",
+        "/webhooks/{provider}",
+        webhooks.webhook,
+        too_large=webhooks.webhook_too_large,
+        early=webhooks.throttle,
+    ),
     Route("GET", "/api/orders/{order_id}/events", customer.events),
     Route("GET", "/api/admin/orders", admin.admin_orders, ADMIN),
     Route("GET", "/api/admin/orders/{order_id}", admin.admin_order, ADMIN),

@@ -37,21 +37,24 @@ def webhook_status(result: IpnResult) -> int:
     return HTTPStatus.OK
 
 
-def webhook(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
-    provider, client = params["provider"], f"address {api.client(request)}"
-    rejects = api.limits.webhook_rejects
-    wait = rejects.wait(client)
+def throttle(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> None:
+    """Raise ``RateLimited`` for an unsigned webhook from a client past its budget of
+    rejected ones. Cheap and without I/O (a signature check), so a server may run it before
+    the request takes a thread: a flood then costs a signature check per body, no write
+    and no thread a genuine IPN would wait for. A correctly signed webhook always passes."""
+    wait = api.limits.webhook_rejects.wait(f"address {api.client(request)}")
     if wait is not None and not api.checkout.webhook_signed(
-        provider, request.body, request.headers
+        params["provider"], request.body, request.headers
     ):
-        # Past its budget of rejected webhooks, a client's unsigned ones are refused
-        # unlogged: a flood costs a signature check each, and no write. A correctly
-        # signed webhook is never refused here.
         raise RateLimited(f"too many rejected webhooks; try again in {wait} s", retry_after=wait)
-    result = api.checkout.handle_webhook(provider, request.body, request.headers)
+
+
+def webhook(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    throttle(api, request, params)
+    result = api.checkout.handle_webhook(params["provider"], request.body, request.headers)
     if result.outcome is WebhookOutcome.REJECTED:
         if result.code == "bad_signature":
-            rejects.take(client)
+            api.limits.webhook_rejects.take(f"address {api.client(request)}")
         return error_response(webhook_status(result), result.code, result.reason)
     return json_response(200, {"ok": True, "outcome": result.outcome, "reason": result.reason})
 
