@@ -322,7 +322,16 @@ def _btcpay(settings: Settings, http: httpx.Client, url: str) -> ProviderSetup:
     store = settings.btcpay
     if store is None:
         raise ConfigError("BTCPay Server needs its settings (BITLOOT_BTCPAY_*)")
-    client = BtcPayClient(http, base_url=url, api_key=store.api_key, store_id=store.store_id)
+    client = BtcPayClient(
+        http,
+        base_url=url,
+        api_key=store.api_key,
+        store_id=store.store_id,
+        # The invoice stays open as long as the order does (BTCPay's default is 15 min):
+        # its expiry then never comes before the order's, so money arriving after it is
+        # on an order the shop has expired too, and is held as paid late.
+        expiration_minutes=max(1, int(settings.order_ttl.total_seconds() // 60)),
+    )
     return ProviderSetup(provider=BtcPay(webhook_secret=store.webhook_secret), gateway=client)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,11 @@ def test_a_btcpay_payment_is_opened_paid_and_fulfilled(server: RunningServer) ->
         "btc",
     )
     assert payment["pay_address"].startswith("bcrt1q")
+    # The invoice is open as long as the order (BITLOOT_ORDER_TTL_MINUTES, 60).
+    window = datetime.fromisoformat(payment["valid_until"]) - datetime.fromisoformat(
+        order["created_at"]
+    )
+    assert timedelta(minutes=59) <= window <= timedelta(minutes=61)
     assert payment["uri"].startswith(f"bitcoin:{payment['pay_address']}?amount=")
     assert get_order(server, order)["payment"]["provider"] == "btcpay"
 
