@@ -183,7 +183,19 @@ class Shop:
         self._closers = closers
         self._thread: WorkerThread | None = None
 
+    @property
+    def generated_admin_token(self) -> str | None:
+        """The admin token when this start generated it (the first start in its data
+        dir), for the entry point to show once; None when it was kept or came from the
+        environment. The token authorises ``/api/admin/*`` (``Authorization: Bearer``)."""
+        return self.settings.admin_token if self.settings.admin_token_generated else None
+
     def start_worker(self, *, poll_seconds: float = 0.5) -> None:
+        """Run the worker (due jobs, the sweeper, reconciliation) in a daemon thread of
+        this process, every ``poll_seconds``; ``close`` stops it. Skip it when a
+        ``bitloot worker`` process runs the jobs instead."""
+        if self._thread is not None:
+            raise RuntimeError("the worker is already running")
         self._thread = WorkerThread(self.worker, poll_seconds=poll_seconds)
         self._thread.start()
 
@@ -193,7 +205,9 @@ class Shop:
         return self.vault.open(token, self.clock.now())
 
     def close(self) -> None:
-        """Stop the worker, then close what ``build_shop`` made, last made first."""
+        """Stop the worker (waiting for its pass to end), then close what ``build_shop``
+        made: the sandboxes, the HTTP client, the store and the vault. Parts given to
+        ``build_shop`` are left open, for their owner to close."""
         if self._thread is not None:
             self._thread.stop()
         for close in self._closers:

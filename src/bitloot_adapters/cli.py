@@ -227,6 +227,10 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     structlog.get_logger("bitloot.cli").info(
         "bitloot_start", command=args.command, mode=settings.mode, data_dir=str(settings.data_dir)
     )
+    if settings.admin_token_generated:
+        # This command started the data dir: it alone can show the token it generated.
+        out.write(f"admin token (generated, kept in the data dir): {settings.admin_token}\n")
+        out.flush()
     if args.command == "migrate":
         return _migrate(settings, out)
     # Nothing scrapes a command's counters; and prometheus-client is a server extra.

@@ -172,3 +172,18 @@ def test_a_restarted_sandbox_shop_opens_payments_after_each_restart(tmp_path: Pa
             seen.add(payment["id"])
             assert {ipn["answered"] for ipn in pay(server, payment["id"])} == {200}
             wait_for(server, order, "fulfilled")
+
+
+def test_the_worker_that_starts_a_data_dir_prints_the_admin_token_once(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    command = [str(BITLOOT), "--data-dir", str(data_dir), "worker", "--once"]
+    runs = [
+        subprocess.run(  # noqa: S603 - our own script, fixed arguments
+            command, env=clean_env(), capture_output=True, text=True, timeout=60, check=True
+        )
+        for _ in range(2)
+    ]
+    token = load_settings(data_dir=data_dir, env={}).admin_token
+    assert f"admin token (generated, kept in the data dir): {token}\n" in runs[0].stdout
+    assert "admin token" not in runs[1].stdout
+    assert token not in runs[1].stdout + runs[1].stderr

@@ -144,7 +144,7 @@ class ShopApi:
             except RateLimited as exc:
                 response = _limited(exc)
             except BitlootError as exc:
-                response = error_response(exc.status_hint, exc.code, exc.message)
+                response = error_response(exc)
             except Exception:  # noqa: BLE001 - a bug must still get the error shape
                 # A bug, not bad input: the traceback goes to the operator's log (route
                 # template only, never the request's path or body), the caller gets the

@@ -13,10 +13,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final
+from typing import Any, Final, overload
 
 from bitloot_core.chart import OrderStatus
-from bitloot_core.errors import InvalidInput
+from bitloot_core.errors import BitlootError, InvalidInput
 from bitloot_core.payment_uri import coin, payment_uri
 from bitloot_core.values import Job, Order, Payment
 
@@ -104,7 +104,21 @@ def json_response(
     return HttpResponse(status=status, body=body.encode(), headers=headers or {})
 
 
-def error_response(status: int, code: str, message: str) -> HttpResponse:
+@overload
+def error_response(status: BitlootError, /) -> HttpResponse: ...
+@overload
+def error_response(status: int, code: str, message: str) -> HttpResponse: ...
+def error_response(
+    status: int | BitlootError, code: str | None = None, message: str | None = None
+) -> HttpResponse:
+    """``{"error": {"code", "message"}}`` with ``status``; or, given a ``BitlootError``,
+    the answer ``ShopApi`` gives for it (its own status, code and message), for a host
+    application that calls ``Checkout`` itself."""
+    if isinstance(status, BitlootError):
+        error = status
+        return json_response(
+            error.status_hint, {"error": {"code": error.code, "message": error.message}}
+        )
     return json_response(status, {"error": {"code": code, "message": message}})
 
 
