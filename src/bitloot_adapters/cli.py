@@ -210,20 +210,16 @@ def _run_sandbox(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
-    """Run one command; returns the process exit status."""
-    out = out or sys.stdout
-    args = _parser(os.environ).parse_args(argv)
-    configure_logging()
-    if args.command == "sandbox":
-        return _run_sandbox(args, out)
+def _settings(args: argparse.Namespace, out: TextIO) -> Settings | None:
+    """The command's settings, its mode logged and a generated admin token shown; None
+    (the reason on stderr) when they are refused."""
     try:
         settings = load_settings(
             data_dir=args.data_dir, must_exist=args.command not in _STARTS_A_SHOP
         )
     except ConfigError as exc:
         sys.stderr.write(f"bitloot: {exc}\n")
-        return 2
+        return None
     structlog.get_logger("bitloot.cli").info(
         "bitloot_start", command=args.command, mode=settings.mode, data_dir=str(settings.data_dir)
     )
@@ -231,40 +227,57 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
         # This command started the data dir: it alone can show the token it generated.
         out.write(f"admin token (generated, kept in the data dir): {settings.admin_token}\n")
         out.flush()
+    return settings
+
+
+def _command(shop: Shop, args: argparse.Namespace, out: TextIO) -> int:
+    checkout = shop.checkout
+    if args.command == "worker":
+        return _run_worker(shop, args, out)
+    if args.command == "sweep":
+        expired = checkout.sweep()
+        out.write(f"expired {len(expired)} orders\n" + "".join(f"  {i}\n" for i in expired))
+    elif args.command == "jobs":
+        state = JobState(args.state) if args.state else None
+        newest_first = checkout.list_jobs(state=state)[::-1]
+        _print_jobs(newest_first, out, as_json=args.json)
+    elif args.command == "retry":
+        order = checkout.retry_fulfillment(args.order_id, actor="cli")
+        out.write(f"order {order.id}: fulfillment re-enqueued ({order.status})\n")
+    elif args.command == "resend":
+        order = checkout.resend_email(args.order_id, actor="cli")
+        out.write(f"order {order.id}: completion email re-enqueued\n")
+    else:
+        found = checkout.list_orders(
+            status=OrderStatus(args.status) if args.status else None,
+            flag=Flag(args.flag) if args.flag else None,
+            limit=args.limit,
+        )
+        _print_orders(found, out, as_json=args.json)
+    return 0
+
+
+def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    """Run one command; returns the process exit status."""
+    out = out or sys.stdout
+    args = _parser(os.environ).parse_args(argv)
+    configure_logging()
+    if args.command == "sandbox":
+        return _run_sandbox(args, out)
+    settings = _settings(args, out)
+    if settings is None:
+        return 2
     if args.command == "migrate":
         return _migrate(settings, out)
     # Nothing scrapes a command's counters; and prometheus-client is a server extra.
     shop = build_shop(settings, metrics=NoMetrics())
     try:
-        checkout = shop.checkout
-        if args.command == "worker":
-            return _run_worker(shop, args, out)
-        if args.command == "sweep":
-            expired = checkout.sweep()
-            out.write(f"expired {len(expired)} orders\n" + "".join(f"  {i}\n" for i in expired))
-        elif args.command == "jobs":
-            state = JobState(args.state) if args.state else None
-            newest_first = checkout.list_jobs(state=state)[::-1]
-            _print_jobs(newest_first, out, as_json=args.json)
-        elif args.command == "retry":
-            order = checkout.retry_fulfillment(args.order_id, actor="cli")
-            out.write(f"order {order.id}: fulfillment re-enqueued ({order.status})\n")
-        elif args.command == "resend":
-            order = checkout.resend_email(args.order_id, actor="cli")
-            out.write(f"order {order.id}: completion email re-enqueued\n")
-        else:
-            found = checkout.list_orders(
-                status=OrderStatus(args.status) if args.status else None,
-                flag=Flag(args.flag) if args.flag else None,
-                limit=args.limit,
-            )
-            _print_orders(found, out, as_json=args.json)
+        return _command(shop, args, out)
     except BitlootError as exc:
         sys.stderr.write(f"bitloot: {exc.message} ({exc.code})\n")
         return 1
     finally:
         shop.close()
-    return 0
 
 
 def main() -> None:
