@@ -198,7 +198,7 @@ def test_the_secret_stays_out_of_the_repr() -> None:
     ("state", "row", "kind"),
     [
         (invoice("New"), "New", PaymentKind.WAITING),
-        (invoice("New", "PaidPartial"), "New/PaidPartial", PaymentKind.WAITING),
+        (invoice("New", "PaidPartial"), "New/PaidPartial", PaymentKind.CONFIRMING),
         (invoice("Processing"), "Processing", PaymentKind.CONFIRMING),
         (invoice("Processing", "PaidOver"), "Processing/PaidOver", PaymentKind.CONFIRMING),
         (invoice("Settled", ""), "Settled", PaymentKind.PAID),
@@ -362,8 +362,12 @@ def test_a_redelivery_is_a_duplicate_and_a_stale_event_cannot_move_the_order_bac
 
 def test_a_part_payment_keeps_the_invoice_open_then_expiry_makes_it_short(shop: Shop) -> None:
     shop.btcpay.move("New", "PaidPartial", paid=DUE / 2)
-    assert shop.send("InvoiceReceivedPayment") is WebhookOutcome.IGNORED
-    assert shop.order() == (OrderStatus.WAITING, frozenset(), PaymentStatus.WAITING)
+    assert shop.send("InvoiceReceivedPayment") is WebhookOutcome.APPLIED
+    # Money was seen: the order is no longer abandoned, whatever the sweeper finds.
+    assert shop.order() == (OrderStatus.CONFIRMING, frozenset(), PaymentStatus.WAITING)
+    shop.clock.advance(shop.checkout.config.order_ttl * 2)
+    assert shop.checkout.sweep() == []
+    assert shop.order()[0] is OrderStatus.CONFIRMING
     shop.btcpay.move("Expired", "PaidPartial")
     assert shop.send("InvoiceExpired") is WebhookOutcome.APPLIED
     assert shop.order() == (OrderStatus.UNDERPAID, frozenset(), PaymentStatus.UNDERPAID)

@@ -64,8 +64,10 @@ K = PaymentKind
 STATUSES: Final = MappingProxyType(
     {
         "New": ProviderStatus(kind=K.WAITING, description="Invoice created, waiting for payment"),
+        # Money arrived, so the order is no longer abandoned (the sweeper leaves it): the
+        # invoice stays open for the rest, and its expiry makes the order underpaid.
         "New/PaidPartial": ProviderStatus(
-            kind=K.WAITING, description="Part paid; the invoice stays open for the rest"
+            kind=K.CONFIRMING, description="Part paid; the invoice stays open for the rest"
         ),
         "Processing": ProviderStatus(
             kind=K.CONFIRMING, description="Paid in full, awaiting confirmations"
