@@ -48,10 +48,12 @@ bench: $(STAMP)
 audit: $(STAMP) $(LIGHTHOUSE)
 	$(BIN)/python audit/run.py
 
-# docs/screenshot.png, the README's picture, taken by the browser test that checks it.
+# docs/screenshot.png and docs/admin-console.png, the README's pictures, taken by the
+# browser tests that check them.
 screenshot: $(STAMP) $(AXE)
 	BITLOOT_UPDATE_SCREENSHOT=1 $(BIN)/pytest -q -p no:cacheprovider \
-		tests/browser/test_page_access.py::test_readme_screenshot
+		tests/browser/test_page_access.py::test_readme_screenshot \
+		tests/browser/test_admin_console.py::test_orders_filter_page_and_open_with_every_record
 
 docs: $(STAMP)
 	$(BIN)/python docs/make_state_chart.py

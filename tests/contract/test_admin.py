@@ -455,3 +455,76 @@ def test_every_admin_route_needs_the_admin_token(shared_server: RunningServer) -
     assert snapshot(server) == before
     assert server.http.get("/api/products").json() == products
     assert get_order(server, order)["status"] == "underpaid"
+
+
+# --- the console's lists: email, dates, pages; dead letters by key; health -----------------
+
+
+def test_order_list_filters_by_email_and_date_and_pages_newest_first(server: RunningServer) -> None:
+    made = [create_order(server, GIFT_CARD, email=f"buyer{n}@example.com") for n in range(5)]
+    made.append(create_order(server, GIFT_CARD, email="Other@Example.org"))
+    newest_first = [o["id"] for o in reversed(made)]
+    assert [o["id"] for o in admin_orders(server)] == newest_first
+    assert [o["id"] for o in admin_orders(server, email="OTHER@example")] == [made[-1]["id"]]
+    assert len(admin_orders(server, email="buyer")) == 5
+    today = made[0]["created_at"][:10]
+    assert len(admin_orders(server, since=today, until=today)) == 6
+    assert admin_orders(server, since="2999-01-01") == []
+    assert admin_orders(server, until="2000-01-01") == []
+    first = server.http.get("/api/admin/orders", params={"limit": 4}, headers=server.admin)
+    assert first.headers["x-total-count"] == "6"
+    second = admin_orders(server, limit="4", offset="4")
+    assert [o["id"] for o in first.json() + second] == newest_first
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ({"since": "yesterday"}, "invalid_since"),
+        ({"until": "2026-13-01"}, "invalid_until"),
+        ({"limit": "-1"}, "invalid_limit"),
+        ({"limit": "201"}, "invalid_limit"),
+        ({"offset": "x"}, "invalid_offset"),
+        ({"email": "x" * 321}, "invalid_email"),
+    ],
+)
+def test_order_list_refuses_bad_email_date_and_page_values(shared_server, query, code) -> None:
+    response = shared_server.http.get(
+        "/api/admin/orders", params=query, headers=shared_server.admin
+    )
+    assert_error(response, 400, code)
+
+
+def test_a_dead_job_is_retried_by_its_key_and_audited(server: RunningServer) -> None:
+    order = paid(server, SOLD_OUT)
+    wait_dead(server, order)
+    key = f"fulfill:{order['id']}"
+    assert add_keys(server, SOLD_OUT, ["FOUNDERS-0001"]).status_code == 201
+    response = server.http.post(f"/api/admin/jobs/{key}/retry", headers=server.admin)
+    assert response.status_code == 200, response.text
+    assert "fulfillment_failed" not in response.json()["flags"]
+    wait_for(server, order, "fulfilled")
+    view = admin_order(server, order["id"])
+    assert "admin_retry_fulfillment" in [a["action"] for a in view["audit"]]
+    assert [p["id"] for p in view["payments"]] == [order["payment_id"]]
+    assert key not in [j["key"] for j in dead_jobs(server)]
+    again = server.http.post(f"/api/admin/jobs/{key}/retry", headers=server.admin)
+    assert_error(again, 404, "not_found")
+
+
+def test_health_counts_orders_and_jobs_and_names_the_last_error(server: RunningServer) -> None:
+    buy(server, GIFT_CARD)
+    create_order(server, GIFT_CARD)
+    failed = paid(server, SOLD_OUT)
+    wait_dead(server, failed)
+    response = server.http.get("/api/admin/health", headers=server.admin)
+    assert response.status_code == 200
+    health = response.json()
+    assert health["orders"]["fulfilled"] == 1
+    assert health["orders"]["created"] == 1
+    assert health["orders"]["paid"] == 1
+    assert health["jobs"]["dead"] == 1
+    assert health["last_errors"]["fulfill"]["order_id"] == failed["id"]
+    assert health["last_errors"]["fulfill"]["error"]
+    unauthorised = server.http.get("/api/admin/health")
+    assert_error(unauthorised, 401, "unauthorized")

@@ -3,7 +3,9 @@ table): orders with their audit trail, retries, resolutions, key pools and jobs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections import Counter
+from datetime import date
+from typing import TYPE_CHECKING, Final
 
 from bitloot_adapters.http_api.shapes import (
     HttpRequest,
@@ -13,22 +15,81 @@ from bitloot_adapters.http_api.shapes import (
     json_body,
     json_response,
     order_json,
+    payment_json,
 )
-from bitloot_core.chart import Flag, OrderStatus
-from bitloot_core.errors import InvalidInput
+from bitloot_core.chart import Flag, JobKind, OrderStatus
+from bitloot_core.errors import InvalidInput, NotFound
 from bitloot_core.values import JobState, Order
 
 if TYPE_CHECKING:
     from bitloot_adapters.http_api.api import ShopApi
 
 
+# The admin list filters the newest orders of this many (by status and flag in the store,
+# by email and date here), newest first.
+MAX_SCAN: Final = 10_000
+MAX_PAGE: Final = 200
+MAX_EMAIL_FILTER: Final = 320
+# The code refusing each query value the list cannot read.
+QUERY_CODES: Final = {
+    "since": "invalid_since",
+    "until": "invalid_until",
+    "limit": "invalid_limit",
+    "offset": "invalid_offset",
+}
+
+
+def _int_query(request: HttpRequest, name: str, default: int, highest: int) -> int:
+    raw = request.query.get(name, "")
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) > highest:
+        raise InvalidInput(
+            f"{name} must be a whole number from 0 to {highest}", code=QUERY_CODES[name]
+        )
+    return int(raw)
+
+
+def _date_query(request: HttpRequest, name: str) -> date | None:
+    raw = request.query.get(name, "")
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a date (YYYY-MM-DD)", code=QUERY_CODES[name]) from None
+
+
 def admin_orders(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    """Orders, newest first: ``status``, ``flag``, ``email`` (part of it, any case),
+    ``since``/``until`` (UTC dates, both included); ``limit`` and ``offset`` page them."""
     del params
+    email = request.query.get("email", "").strip().lower()
+    if len(email) > MAX_EMAIL_FILTER:
+        raise InvalidInput("email is too long", code="invalid_email")
+    since, until = _date_query(request, "since"), _date_query(request, "until")
+    limit = _int_query(request, "limit", 50, MAX_PAGE) or 50
+    offset = _int_query(request, "offset", 0, MAX_SCAN)
     orders = api.checkout.list_orders(
-        status=enum_query(request, "status", OrderStatus), flag=enum_query(request, "flag", Flag)
+        status=enum_query(request, "status", OrderStatus),
+        flag=enum_query(request, "flag", Flag),
+        limit=MAX_SCAN,
     )
-    payments = api.checkout.payments_of(orders)
-    return json_response(200, [order_json(o, payments.get(o.id)) for o in orders])
+    found = [
+        order
+        for order in orders
+        if email in order.email.lower()
+        and (since is None or order.created_at.date() >= since)
+        and (until is None or order.created_at.date() <= until)
+    ]
+    page = found[offset : offset + limit]
+    payments = api.checkout.payments_of(page)
+    # The list stays a list; how many matched in all is a header, for paging.
+    return json_response(
+        200,
+        [order_json(o, payments.get(o.id)) for o in page],
+        headers={"x-total-count": str(len(found))},
+    )
 
 
 def _order_with_payment(api: ShopApi, order: Order) -> dict[str, object]:
@@ -43,6 +104,7 @@ def admin_order(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> H
         200,
         order_json(view.order, payment)
         | {
+            "payments": [payment_json(p) for p in view.payments],
             "audit": [
                 {"at": a.at, "action": a.action, "detail": a.detail, "actor": a.actor}
                 for a in view.audit
@@ -102,3 +164,39 @@ def admin_jobs(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> Ht
     del params
     jobs = api.checkout.list_jobs(state=enum_query(request, "state", JobState))
     return json_response(200, [job_json(j) for j in jobs])
+
+
+def admin_retry_job(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    """A dead job again: a fulfillment is retried, a completion email resent (each audited
+    on its order, as from the order's own buttons)."""
+    del request
+    job = next(
+        (j for j in api.checkout.list_jobs(state=JobState.DEAD) if j.key == params["key"]), None
+    )
+    if job is None:
+        raise NotFound("no dead job with that key")
+    if job.kind is JobKind.FULFILL:
+        order = api.checkout.retry_fulfillment(job.order_id)
+    else:
+        order = api.checkout.resend_email(job.order_id)
+    return json_response(200, _order_with_payment(api, order))
+
+
+def admin_health(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    """At a glance: orders per status, jobs per state, and each job kind's last error."""
+    del request, params
+    orders = Counter(o.status for o in api.checkout.list_orders(limit=MAX_SCAN))
+    jobs = api.checkout.list_jobs()
+    failing = sorted((j for j in jobs if j.last_error), key=lambda j: j.run_at)
+    last_errors = {
+        j.kind.value: {"error": j.last_error, "order_id": j.order_id, "at": j.run_at}
+        for j in failing
+    }
+    return json_response(
+        200,
+        {
+            "orders": {status.value: orders.get(status, 0) for status in OrderStatus},
+            "jobs": {state.value: sum(1 for j in jobs if j.state is state) for state in JobState},
+            "last_errors": last_errors,
+        },
+    )

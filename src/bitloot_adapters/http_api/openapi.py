@@ -85,7 +85,7 @@ SCHEMAS: Final[dict[str, Schema]] = {
         }
     ),
     "Document": {"type": "object", "required": ["openapi", "paths"]},
-    "Health": _object(
+    "Probe": _object(
         {
             "status": {"const": "ok"},
             "mode": {"enum": ["sandbox", "live"]},
@@ -164,6 +164,17 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "webhooks": {"type": "array", "items": ref("WebhookLogEntry")},
             "jobs": {"type": "array", "items": ref("Job")},
             "reveals": {"type": "array", "items": ref("Reveal")},
+            "payments": {"type": "array", "items": ref("Payment")},
+        }
+    ),
+    "Health": _object(
+        {
+            "orders": {"type": "object", "additionalProperties": _COUNT},
+            "jobs": {"type": "object", "additionalProperties": _COUNT},
+            "last_errors": {
+                "type": "object",
+                "additionalProperties": _object({"error": _TEXT, "order_id": _TEXT, "at": _TIME}),
+            },
         }
     ),
     "OpenedPayment": _object({"payment": ref("Payment")}),
@@ -332,7 +343,7 @@ _ORDER_QUERY: Final[Schema] = {"type": "string", "description": "the order's acc
 
 OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
     ("GET", "/healthz"): Operation(
-        summary="Health probe", responses={200: _json("Health")}, tags=["ops"]
+        summary="Health probe", responses={200: _json("Probe")}, tags=["ops"]
     ),
     ("GET", "/metrics"): Operation(
         summary="Prometheus metrics",
@@ -419,7 +430,13 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
         query={
             "status": _filter(OrderStatus),
             "flag": _filter(Flag),
+            "email": {"type": "string", "maxLength": 320, "description": "part of the email"},
+            "since": {"type": "string", "format": "date", "description": "created on or after"},
+            "until": {"type": "string", "format": "date", "description": "created on or before"},
+            "limit": {"type": "integer", "minimum": 0, "maximum": 200, "default": 50},
+            "offset": {"type": "integer", "minimum": 0, "maximum": 10_000, "default": 0},
         },
+        description="Newest first. X-Total-Count says how many matched in all.",
         responses={200: _list("Order")},
         tags=["admin"],
     ),
@@ -455,6 +472,19 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
         query={"state": _filter(JobState)},
         responses={200: _list("Job")},
         tags=["admin"],
+    ),
+    ("POST", "/api/admin/jobs/{key}/retry"): Operation(
+        summary="Retry a dead job: fulfill again, or resend the email",
+        responses={200: _json("Order")},
+        tags=["admin"],
+    ),
+    ("GET", "/api/admin/health"): Operation(
+        summary="Orders per status, jobs per state, each job kind's last error",
+        responses={200: _json("Health")},
+        tags=["admin"],
+    ),
+    ("GET", "/admin"): Operation(
+        summary="The operator's console", responses={200: HTML}, tags=["pages"]
     ),
     ("POST", "/sandbox/payments/{payment_id}/pay"): Operation(
         summary="Pay a sandbox payment (in full unless an amount is given)",

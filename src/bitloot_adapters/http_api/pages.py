@@ -71,3 +71,9 @@ def order_page(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> Ht
 
 def static(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
     return _page_file(api, request, params["name"])
+
+
+def admin_page(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    """The operator's console: a page like the customer's; its data needs the admin token."""
+    del params
+    return _page_file(api, request, "admin.html")

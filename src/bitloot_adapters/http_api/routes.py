@@ -84,6 +84,8 @@ ROUTES: Final[tuple[Route, ...]] = (
     Route("POST", "/api/admin/orders/{order_id}/resolve", admin.admin_resolve, ADMIN),
     Route("POST", "/api/admin/products/{product_id}/keys", admin.admin_pool_keys, ADMIN),
     Route("GET", "/api/admin/jobs", admin.admin_jobs, ADMIN),
+    Route("POST", "/api/admin/jobs/{key}/retry", admin.admin_retry_job, ADMIN),
+    Route("GET", "/api/admin/health", admin.admin_health, ADMIN),
     Route("POST", "/sandbox/payments/{payment_id}/pay", sandbox.sandbox_pay, SANDBOX),
     Route("POST", "/sandbox/payments/{payment_id}/fail", sandbox.sandbox_fail, SANDBOX),
     Route("POST", "/sandbox/payments/{payment_id}/expire", sandbox.sandbox_expire, SANDBOX),
@@ -95,6 +97,7 @@ ROUTES: Final[tuple[Route, ...]] = (
     Route("GET", "/sandbox/kinguin/orders", sandbox.sandbox_kinguin_orders, SANDBOX),
     Route("GET", "/", pages.page),
     Route("GET", "/order/{order_id}", pages.order_page),
+    Route("GET", "/admin", pages.admin_page),
     Route("GET", "/static/{name}", pages.static),
     Route("GET", "/api/orders/{order_id}/qr.svg", customer.payment_qr),
 )
