@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 # axe-core for the browser tests, Lighthouse for `make audit`: from the npm registry,
 # pinned by each directory's package-lock.json.
 AXE := tests/browser/node_modules/.installed
+# The official NOWPayments JavaScript client, run against the sandbox by tests/sdk.
+SDK := tests/sdk/node_modules/.installed
 LIGHTHOUSE := audit/node_modules/.installed
 
 .PHONY: demo test lint typecheck unit bench docs audit screenshot clean
@@ -19,6 +21,10 @@ $(STAMP): pyproject.toml
 $(AXE): tests/browser/package.json tests/browser/package-lock.json
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
 	touch $(AXE)
+
+$(SDK): tests/sdk/package.json tests/sdk/package-lock.json
+	cd tests/sdk && npm ci --no-audit --no-fund --loglevel=error
+	touch $(SDK)
 
 $(LIGHTHOUSE): audit/package.json audit/package-lock.json
 	cd audit && npm ci --no-audit --no-fund --loglevel=error
@@ -34,10 +40,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-unit: $(STAMP) $(AXE)
+unit: $(STAMP) $(AXE) $(SDK)
 	$(BIN)/pytest
 
-test: lint typecheck $(STAMP) $(AXE)
+test: lint typecheck $(STAMP) $(AXE) $(SDK)
 	$(BIN)/pytest --cov --cov-report=term $(if $(CI),-p no:cacheprovider,)
 	$(BIN)/coverage report --include='*/bitloot_core/*' --fail-under=100 --skip-covered
 
@@ -60,4 +66,4 @@ docs: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage \
-		tests/browser/node_modules audit/node_modules
+		tests/browser/node_modules tests/sdk/node_modules audit/node_modules

@@ -9,8 +9,15 @@ REST (``x-api-key`` checked on the payment endpoints, errors in the provider's s
   below ``min_price_amount`` (``AMOUNT_MINIMAL_ERROR``), converts at a fixed rate per pay
   currency (``pay_amount`` rounded up to 8 decimals), answers 201 with ``payment_id`` as
   a string, as the real API does.
-- ``GET /v1/payment/{id}``: the payment as an IPN body (``payment_id`` a number).
+- ``GET /v1/payment/{id}``: the payment, with the IPN's fields (``payment_id`` a number)
+  and ``created_at`` / ``updated_at`` as ISO 8601, as the API (and its SDKs) have them.
+- ``GET /v1/payment/``: the list (``limit``, ``page``, ``sortBy``, ``orderBy``,
+  ``dateFrom``, ``dateTo``; ``{"data","limit","page","pagesCount","total"}``).
+- ``GET /v1/currencies``, ``GET /v1/full-currencies``, ``GET /v1/min-amount``,
+  ``GET /v1/estimate`` (at the sandbox's fixed rates), ``POST /v1/invoice``.
 - ``GET /v1/status``: ``{"message":"OK"}``.
+
+tests/sdk runs the official JavaScript client against these routes.
 
 Control, as Python methods (and over HTTP under ``/sandbox/``): ``pay`` sends the IPNs of
 a full payment (``waiting`` → ``confirming`` → ``confirmed`` → ``sending`` → ``finished``)
@@ -37,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, ROUND_UP, Decimal
-from typing import Any, NamedTuple, get_args
+from typing import Any, Final, NamedTuple, get_args
 
 import httpx
 
@@ -114,6 +121,7 @@ class _Payment:
     updated_at: datetime
     status: str = "waiting"
     actually_paid: Decimal = field(default_factory=Decimal)
+    invoice_id: int | None = None
 
 
 class NowPaymentsSandbox:
@@ -149,13 +157,20 @@ class NowPaymentsSandbox:
         self._faults = FaultPlan(frozenset(get_args(OutageMode)))
         self._lock = threading.Lock()
         self._payments: dict[int, _Payment] = {}
+        self._invoices: set[int] = set()
         self._events: list[SentIpn] = []
         self._calls: list[NowPaymentsCall] = []
         self._outbox = Outbox(retry_delays=retry_delays, name="sandbox-nowpayments-ipns")
         self._routes = (
             Route("GET", re.compile(r"/v1/status"), self._status),
+            Route("GET", re.compile(r"/v1/currencies"), self._currencies),
+            Route("GET", re.compile(r"/v1/full-currencies"), self._full_currencies),
+            Route("GET", re.compile(r"/v1/min-amount"), self._min_amount),
+            Route("GET", re.compile(r"/v1/estimate"), self._estimate),
             Route("POST", re.compile(r"/v1/payment/?"), self._create_payment),
+            Route("GET", re.compile(r"/v1/payment/?"), self._list_payments),
             Route("GET", re.compile(r"/v1/payment/(?P<payment_id>[^/]+)"), self._get_payment),
+            Route("POST", re.compile(r"/v1/invoice/?"), self._create_invoice),
             Route(
                 "POST",
                 re.compile(r"/sandbox/payments/(?P<payment_id>[^/]+)/(?P<action>pay|fail|expire)"),
@@ -431,13 +446,201 @@ class NowPaymentsSandbox:
         return SandboxResponse(status=201, body=json_body(answer))
 
     def _get_payment(self, request: SandboxRequest, payment_id: str) -> SandboxResponse:
+        """The payment as the API shows it: the IPN's fields, times as ISO 8601."""
         if not self._authorised(request):
             return _error(403, "INVALID_API_KEY", "Invalid api key")
-        try:
-            body = self.ipn_body(payment_id)
-        except LookupError:
-            return _error(404, "PAYMENT_NOT_FOUND", f"Payment {payment_id} not found")
-        return SandboxResponse(status=200, body=body)
+        with self._lock:
+            try:
+                payment = self._payment(payment_id)
+            except LookupError:
+                return _error(404, "PAYMENT_NOT_FOUND", f"Payment {payment_id} not found")
+            return SandboxResponse(status=200, body=json_body(self._api_payment(payment)))
+
+    def _api_payment(self, payment: _Payment) -> dict[str, Any]:
+        paid = payment.actually_paid
+        fee = (paid * _SERVICE_FEE).quantize(_SATOSHI, ROUND_HALF_UP)
+        return {
+            "payment_id": payment.payment_id,
+            "invoice_id": payment.invoice_id,
+            "payment_status": payment.status,
+            "pay_address": payment.pay_address,
+            "payin_extra_id": None,
+            "price_amount": payment.price_amount,
+            "price_currency": payment.price_currency,
+            "pay_amount": payment.pay_amount,
+            "actually_paid": paid,
+            "actually_paid_at_fiat": 0,
+            "pay_currency": payment.pay_currency,
+            "order_id": payment.order_id,
+            "order_description": payment.order_description,
+            "purchase_id": payment.purchase_id,
+            "outcome_amount": paid - fee,
+            "outcome_currency": payment.pay_currency,
+            "payout_hash": None,
+            "payin_hash": None,
+            "created_at": _iso(payment.created_at),
+            "updated_at": _iso(payment.updated_at),
+            "burning_percent": None,
+            "type": "crypto2crypto",
+            "payment_extra_ids": None,
+            "parent_payment_id": None,
+        }
+
+    # -- the rest of the API the official SDKs call ------------------------------------
+
+    def _currencies(self, request: SandboxRequest) -> SandboxResponse:
+        if not self._authorised(request):
+            return _error(403, "INVALID_API_KEY", "Invalid api key")
+        return SandboxResponse(status=200, body=json_body({"currencies": list(self._rates)}))
+
+    def _full_currencies(self, request: SandboxRequest) -> SandboxResponse:
+        if not self._authorised(request):
+            return _error(403, "INVALID_API_KEY", "Invalid api key")
+        currencies = [
+            {
+                "id": index,
+                "code": code.upper(),
+                "name": _CURRENCY_NAMES.get(code, code.upper()),
+                "enable": True,
+                "wallet_regex": _WALLET_PATTERNS.get(code, "^.+$"),
+                "priority": index,
+                "extra_id_exists": False,
+                "extra_id_regex": None,
+                "logo_url": f"/images/coins/{code}.svg",
+                "track": True,
+                "cg_id": _CURRENCY_NAMES.get(code, code).lower().split(" ")[0],
+                "is_maxlimit": False,
+                "network": _NETWORKS.get(code, code),
+                "smart_contract": None,
+                "network_precision": None,
+            }
+            for index, code in enumerate(self._rates, start=1)
+        ]
+        return SandboxResponse(status=200, body=json_body({"currencies": currencies}))
+
+    def _convert(self, amount: Decimal, source: str, target: str) -> Decimal | None:
+        """``amount`` of ``source`` in ``target`` at the sandbox's rates (a currency
+        without a rate is the price currency); None when neither is known."""
+        source_rate = self._rates.get(source, Decimal(1))
+        target_rate = self._rates.get(target, Decimal(1))
+        if source not in self._rates and target not in self._rates and source != target:
+            return None
+        return (amount * target_rate / source_rate).quantize(_SATOSHI, ROUND_HALF_UP)
+
+    def _min_amount(self, request: SandboxRequest) -> SandboxResponse:
+        if not self._authorised(request):
+            return _error(403, "INVALID_API_KEY", "Invalid api key")
+        source = request.query.get("currency_from", "").lower()
+        target = request.query.get("currency_to", source).lower() or source
+        if not _CURRENCY.fullmatch(source) or not _CURRENCY.fullmatch(target):
+            return _error(400, "INVALID_REQUEST_PARAMS", '"currency_from" is required')
+        minimum = self._convert(self._min_price_amount, "usd", source)
+        if minimum is None or source not in self._rates:
+            return _error(400, "INVALID_REQUEST_PARAMS", f"Currency {source} was not found")
+        answer: dict[str, Any] = {
+            "currency_from": source,
+            "currency_to": target,
+            "min_amount": minimum,
+        }
+        if request.query.get("fiat_equivalent"):
+            fiat = request.query["fiat_equivalent"].lower()
+            answer["fiat_equivalent"] = self._convert(minimum, source, fiat)
+        return SandboxResponse(status=200, body=json_body(answer))
+
+    def _estimate(self, request: SandboxRequest) -> SandboxResponse:
+        if not self._authorised(request):
+            return _error(403, "INVALID_API_KEY", "Invalid api key")
+        amount = decimal_or_none(request.query.get("amount"))
+        source = request.query.get("currency_from", "").lower()
+        target = request.query.get("currency_to", "").lower()
+        if amount is None or amount <= 0:
+            return _error(400, "INVALID_REQUEST_PARAMS", '"amount" must be a positive number')
+        if not _CURRENCY.fullmatch(source) or not _CURRENCY.fullmatch(target):
+            return _error(400, "INVALID_REQUEST_PARAMS", "currency_from and currency_to required")
+        estimated = self._convert(amount, source, target)
+        if estimated is None:
+            return _error(400, "INVALID_REQUEST_PARAMS", f"Currency {target} was not found")
+        answer = {
+            "currency_from": source,
+            "amount_from": amount,
+            "currency_to": target,
+            "estimated_amount": estimated,
+        }
+        return SandboxResponse(status=200, body=json_body(answer))
+
+    def _list_payments(self, request: SandboxRequest) -> SandboxResponse:
+        if not self._authorised(request):
+            return _error(403, "INVALID_API_KEY", "Invalid api key")
+        query = request.query
+        limit = _int_param(query.get("limit"), 10, 1, 500)
+        page = _int_param(query.get("page"), 0, 0, 10**6)
+        order_by = query.get("orderBy", "asc") or "asc"
+        sort_by = query.get("sortBy", "created_at") or "created_at"
+        since_ok, since = _date_param(query.get("dateFrom"))
+        until_ok, until = _date_param(query.get("dateTo"))
+        if (
+            limit is None
+            or page is None
+            or order_by not in ("asc", "desc")
+            or sort_by not in _SORTABLE
+            or not (since_ok and until_ok)
+        ):
+            return _error(400, "INVALID_REQUEST_PARAMS", "Invalid request params")
+        with self._lock:
+            rows = [
+                self._api_payment(p)
+                for p in self._payments.values()
+                if (since is None or p.created_at >= since)
+                and (until is None or p.created_at <= until)
+            ]
+        rows.sort(
+            key=lambda row: (str(row[sort_by]), row["payment_id"]), reverse=order_by == "desc"
+        )
+        answer = {
+            "data": rows[page * limit : (page + 1) * limit],
+            "limit": limit,
+            "page": page,
+            "pagesCount": -(-len(rows) // limit),
+            "total": len(rows),
+        }
+        return SandboxResponse(status=200, body=json_body(answer))
+
+    def _create_invoice(self, request: SandboxRequest) -> SandboxResponse:
+        if not self._authorised(request):
+            return _error(403, "INVALID_API_KEY", "Invalid api key")
+        body = read_json(request.body)
+        if not isinstance(body, dict):
+            return _error(400, "INVALID_REQUEST_PARAMS", "Request body must be a JSON object")
+        problem = _invoice_problem(body, self._rates)
+        if problem is not None:
+            return _error(400, "INVALID_REQUEST_PARAMS", problem)
+        amount = decimal_or_none(body["price_amount"])
+        currency, pay_currency = str(body["price_currency"]), body.get("pay_currency")
+        now = self._clock.now()
+        with self._lock:
+            invoice_id = next(self._ids)
+            self._invoices.add(invoice_id)
+        answer = {
+            "id": str(invoice_id),
+            "token_id": hashlib.sha256(f"invoice:{invoice_id}".encode()).hexdigest()[:10],
+            "order_id": body.get("order_id"),
+            "order_description": body.get("order_description"),
+            "price_amount": str(amount),
+            "price_currency": currency.lower(),
+            "pay_currency": str(pay_currency).lower() if pay_currency else None,
+            "ipn_callback_url": body.get("ipn_callback_url"),
+            "invoice_url": f"https://sandbox.nowpayments.io/payment/?iid={invoice_id}",
+            "success_url": body.get("success_url"),
+            "cancel_url": body.get("cancel_url"),
+            "customer_email": None,
+            "partially_paid_url": body.get("partially_paid_url"),
+            "payout_currency": None,
+            "created_at": _iso(now),
+            "updated_at": _iso(now),
+            "is_fixed_rate": bool(body.get("is_fixed_rate", False)),
+            "is_fee_paid_by_user": bool(body.get("is_fee_paid_by_user", False)),
+        }
+        return SandboxResponse(status=200, body=json_body(answer))
 
     def _control_payment(
         self, request: SandboxRequest, payment_id: str, action: str
@@ -498,6 +701,73 @@ def _optional_fields_problem(body: Mapping[str, Any]) -> str | None:
     if url is not None and not url.startswith(("http://", "https://")):
         return '"ipn_callback_url" must be a valid uri'
     return None
+
+
+_CURRENCY_NAMES: Final = {
+    "btc": "Bitcoin",
+    "eth": "Ethereum",
+    "ltc": "Litecoin",
+    "usdttrc20": "Tether USD (Tron)",
+}
+_NETWORKS: Final = {"btc": "btc", "eth": "eth", "ltc": "ltc", "usdttrc20": "trx"}
+_WALLET_PATTERNS: Final = {
+    "btc": "^(bc1|[13])[a-zA-HJ-NP-Z0-9]{25,62}$",
+    "eth": "^(0x)[0-9A-Fa-f]{40}$",
+    "ltc": "^(L|M|3|ltc1)[a-km-zA-HJ-NP-Z1-9]{26,42}$",
+    "usdttrc20": "^T[1-9A-HJ-NP-Za-km-z]{33}$",
+}
+_SORTABLE: Final = frozenset(
+    {
+        "payment_id",
+        "payment_status",
+        "pay_address",
+        "price_amount",
+        "price_currency",
+        "pay_amount",
+        "actually_paid",
+        "pay_currency",
+        "order_id",
+        "order_description",
+        "purchase_id",
+        "outcome_amount",
+        "outcome_currency",
+        "created_at",
+        "updated_at",
+    }
+)
+
+
+def _int_param(raw: str | None, default: int, low: int, high: int) -> int | None:
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        return None
+    return int(raw)
+
+
+def _date_param(raw: str | None) -> tuple[bool, datetime | None]:
+    """A ``dateFrom``/``dateTo`` (ISO date or time, UTC): (well formed, the time or None)."""
+    if not raw:
+        return True, None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        return False, None
+    return True, moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _invoice_problem(body: Mapping[str, Any], rates: Mapping[str, Decimal]) -> str | None:
+    """What is wrong with a create-invoice body, in the provider's words; None if nothing."""
+    amount = decimal_or_none(body.get("price_amount"))
+    currency = body.get("price_currency")
+    pay_currency = body.get("pay_currency")
+    if amount is None or amount <= 0:
+        return '"price_amount" is required'
+    if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency.lower()):
+        return '"price_currency" is required'
+    if pay_currency is not None and str(pay_currency).lower() not in rates:
+        return f"Currency {pay_currency} was not found"
+    return _optional_fields_problem(body)
 
 
 def _address(currency: str, payment_id: int) -> str:
