@@ -71,7 +71,6 @@ if TYPE_CHECKING:
     from bitloot_adapters.vault_db import SealedKeyStore
     from bitloot_adapters.vault_s3 import S3Vault
 
-SENDER = "bitloot <keys@bitloot.invalid>"
 
 # The demo catalogue: Kinguin products (bought from the sandbox supplier) and shop-owned
 # products with a key pool, one of them empty to show the failure path.
@@ -216,13 +215,13 @@ class Shop:
 
 def _mailer(settings: Settings) -> Mailer:
     if settings.smtp_url:
-        return SmtpMailer.from_url(settings.smtp_url, sender=SENDER)
+        return SmtpMailer.from_url(settings.smtp_url, sender=settings.mail_from)
     if settings.mail_dir is None and not settings.sandbox:
         raise ConfigError(
             "a live shop needs a mail server (smtp_url), or a mail_dir set on purpose: "
             "otherwise completion emails reach no customer"
         )
-    return FileMailer(settings.mail_dir or settings.data_dir / "mail", sender=SENDER)
+    return FileMailer(settings.mail_dir or settings.data_dir / "mail", sender=settings.mail_from)
 
 
 def open_store(settings: Settings) -> SqliteStore | PostgresStore:
@@ -304,6 +303,7 @@ def _config(settings: Settings) -> CheckoutConfig:
         key_url_ttl=settings.key_url_ttl,
         underpay_tolerance_percent=settings.underpay_tolerance_percent,
         job_lease=settings.job_lease,
+        shop_name=settings.shop_name,
     )
 
 

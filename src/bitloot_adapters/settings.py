@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import email.utils
 import fcntl
 import ipaddress
 import json
@@ -86,6 +87,8 @@ KNOWN_VARIABLES: Final = frozenset(
         "DATABASE_TIMEOUT_SECONDS",
         "VAULT",
         "SANDBOX_URL",
+        "SHOP_NAME",
+        "MAIL_FROM",
         "RATE_LIMIT_ORDERS_PER_MINUTE",
         "RATE_LIMIT_PAYMENTS_PER_MINUTE",
         "RATE_LIMIT_WEBHOOK_REJECTS_PER_MINUTE",
@@ -147,6 +150,28 @@ def _public_url_ok(_: object, attribute: attrs.Attribute[Any], value: str) -> No
 def _not_empty(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
     if not value:
         raise _problem(attribute, "must not be empty")
+
+
+def _mailbox_problem(value: str) -> str | None:
+    """What is wrong with ``value`` as one From address (``Shop <keys@shop.example>``)."""
+    if any(not c.isprintable() for c in value):
+        return "must be printable text on one line"
+    try:
+        addresses = email.utils.getaddresses([value], strict=True)
+    except TypeError:  # Python before 3.11.10 has no strict parsing
+        addresses = email.utils.getaddresses([value])
+    if len(addresses) != 1:
+        return "must be exactly one address"
+    local, _, domain = addresses[0][1].partition("@")
+    if not local or "." not in domain or any(c.isspace() for c in addresses[0][1]):
+        return "must be an address such as 'My shop <keys@shop.example>'"
+    return None
+
+
+def _mailbox(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    problem = _mailbox_problem(value)
+    if problem:
+        raise _problem(attribute, problem)
 
 
 _CURRENCY = re.compile(r"^[a-z0-9]+$")
@@ -294,6 +319,9 @@ class Settings:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     # Sandbox mode only: a ``bitloot sandbox`` to use instead of starting one's own.
     sandbox_url: str | None = None
+    # The shop's name (email subjects, payment descriptions) and the From of its emails.
+    shop_name: str = attrs.field(default="bitloot", validator=_not_empty)
+    mail_from: str = attrs.field(default="bitloot <keys@bitloot.invalid>", validator=_mailbox)
     # The payment providers offered, the default first (BITLOOT_PAYMENT_PROVIDERS).
     payment_providers: tuple[str, ...] = attrs.field(default=("nowpayments",), validator=_providers)
     # BTCPay Server's store; required when "btcpay" is among the payment providers.
@@ -723,7 +751,30 @@ def load_settings(
         payment_providers=providers,
         btcpay=_btcpay(env, kept, sandbox=sandbox) if "btcpay" in providers else None,
         sandbox_url=_sandbox_url(env, sandbox=sandbox),
+        **_identity(env),
     )
+
+
+MAX_SHOP_NAME: Final = 100
+
+
+def _identity(env: Mapping[str, str]) -> dict[str, str]:
+    """``BITLOOT_SHOP_NAME`` and ``BITLOOT_MAIL_FROM`` (default: the name at a placeholder)."""
+    name = env.get(PREFIX + "SHOP_NAME", "").strip() or "bitloot"
+    if any(not c.isprintable() for c in name) or len(name) > MAX_SHOP_NAME:
+        raise ConfigError(
+            f"{PREFIX}SHOP_NAME must be printable text of at most {MAX_SHOP_NAME} characters"
+        )
+    sender = env.get(PREFIX + "MAIL_FROM", "").strip()
+    if not sender:
+        return {
+            "shop_name": name,
+            "mail_from": email.utils.formataddr((name, "keys@bitloot.invalid")),
+        }
+    problem = _mailbox_problem(sender)
+    if problem:
+        raise ConfigError(f"{PREFIX}MAIL_FROM {problem}")
+    return {"shop_name": name, "mail_from": sender}
 
 
 def _sandbox_url(env: Mapping[str, str], *, sandbox: bool) -> str | None:

@@ -49,7 +49,15 @@ from bitloot_core.service import (
     reveal,
     sweeping,
 )
-from bitloot_core.service.context import CheckoutConfig, Context, NullObserver, ProviderSetup
+from bitloot_core.service.context import (
+    CheckoutConfig,
+    CompletionEmail,
+    CompletionFacts,
+    Context,
+    EmailContent,
+    NullObserver,
+    ProviderSetup,
+)
 from bitloot_core.service.results import (
     AdminOrderView,
     CreatedOrder,
@@ -284,7 +292,10 @@ __all__ = [
     "AdminOrderView",
     "Checkout",
     "CheckoutConfig",
+    "CompletionEmail",
+    "CompletionFacts",
     "CreatedOrder",
+    "EmailContent",
     "IpnResult",
     "JobRun",
     "OpenedPaymentResult",

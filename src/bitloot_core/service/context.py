@@ -8,11 +8,11 @@ itself: every such thing is a port held here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
-from typing import Final
+from typing import Final, Protocol
 
 from bitloot_core import rules, tokens
 from bitloot_core.errors import NotFound
@@ -30,6 +30,30 @@ from bitloot_core.providers import PaymentProvider
 from bitloot_core.values import AuditEntry, Order, Payment
 
 MIN_SIGNING_KEY_BYTES: Final = 32
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailContent:
+    subject: str
+    text: str
+    html: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompletionFacts:
+    """What a completion email may say: the order and the links to its keys."""
+
+    shop_name: str
+    order: Order
+    # The order page (it shows every key), and each item's place on it, by item id.
+    order_url: str
+    item_urls: Mapping[str, str]
+
+
+class CompletionEmail(Protocol):
+    """A shop's own completion email: subject, text and HTML from the facts given."""
+
+    def __call__(self, facts: CompletionFacts, /) -> EmailContent: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,6 +76,8 @@ class CheckoutConfig:
     preorder_wait_limit: timedelta = rules.PREORDER_WAIT_LIMIT
     reconcile_after: timedelta = timedelta(minutes=15)
     shop_name: str = "bitloot"
+    # Writes the completion email (subject, text, HTML) in place of the built-in one.
+    completion_email: CompletionEmail | None = None
 
     def __post_init__(self) -> None:
         if not self.ipn_secret.strip():

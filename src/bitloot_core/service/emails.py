@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from typing import Final
 
-from bitloot_core.service.context import Context, order_of
+from bitloot_core.service.context import CompletionFacts, Context, order_of
 from bitloot_core.service.leases import Lease, renew
 from bitloot_core.values import EmailRecord, Order, OutgoingEmail
 
@@ -53,6 +53,21 @@ def order_page_url(ctx: Context, order_id: str) -> str:
 
 def completion_message(ctx: Context, order: Order, message_id: str) -> OutgoingEmail:
     link = order_page_url(ctx, order.id)
+    if ctx.config.completion_email is not None:
+        facts = CompletionFacts(
+            shop_name=ctx.config.shop_name,
+            order=order,
+            order_url=link,
+            item_urls={i.id: f"{link}#item-{i.id}" for i in order.items},
+        )
+        content = ctx.config.completion_email(facts)
+        return OutgoingEmail(
+            message_id=message_id,
+            to=order.email,
+            subject=content.subject,
+            text=content.text,
+            html=content.html,
+        )
     lines = [f"- {i.name} x{i.quantity}: View keys {link}#item-{i.id}" for i in order.items]
     text = "\n".join(
         [
