@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make demo` needs only the package and the example servers' extra: a venv of its own,
+# without the test and lint tools (`make demo PORT=8080` picks the port).
+DEMO_VENV := .venv-demo
+DEMO_STAMP := $(DEMO_VENV)/.installed
+PORT ?= 8000
 # axe-core for the browser tests, Lighthouse for `make audit`: from the npm registry,
 # pinned by each directory's package-lock.json.
 AXE := tests/browser/node_modules/.installed
@@ -18,6 +23,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[s3,server,postgres]" --group dev
 	touch $(STAMP)
 
+$(DEMO_STAMP): pyproject.toml
+	test -x $(DEMO_VENV)/bin/python || $(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install --quiet --upgrade "pip>=25.1"
+	$(DEMO_VENV)/bin/python -m pip install --quiet -e ".[server]"
+	touch $(DEMO_STAMP)
+
 $(AXE): tests/browser/package.json tests/browser/package-lock.json
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
 	touch $(AXE)
@@ -30,8 +41,9 @@ $(LIGHTHOUSE): audit/package.json audit/package-lock.json
 	cd audit && npm ci --no-audit --no-fund --loglevel=error
 	touch $(LIGHTHOUSE)
 
-demo: $(STAMP)
-	$(BIN)/python examples/fastapi_server.py --host 127.0.0.1 --port 8000 --data-dir ./.bitloot-data
+demo: $(DEMO_STAMP)
+	$(DEMO_VENV)/bin/python examples/fastapi_server.py --host 127.0.0.1 --port $(PORT) \
+		--data-dir ./.bitloot-data
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench docs audit
@@ -65,5 +77,5 @@ docs: $(STAMP)
 	$(BIN)/python docs/make_state_chart.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage \
+	rm -rf $(VENV) $(DEMO_VENV) .pytest_cache .mypy_cache .ruff_cache .coverage \
 		tests/browser/node_modules tests/sdk/node_modules audit/node_modules

@@ -24,6 +24,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from bitloot_adapters.bootstrap import Shop
@@ -42,6 +43,7 @@ PAGE_DIR = Path(__file__).parent / "static"
 WRITER_THREADS = 4
 WEBHOOK_THREADS = 4
 WEBHOOK_PATH = "/webhooks/{provider}"
+DOCS_ASSETS = "/docs-assets"
 
 
 async def _paced(stream: Iterator[bytes], interval: float) -> AsyncIterator[bytes]:
@@ -162,11 +164,25 @@ def create_app(shop: Shop, *, routes: Sequence[Route] = ROUTES) -> FastAPI:
 
 
 def _add_docs(app: FastAPI) -> None:
-    """/docs: Swagger UI on the API's own /openapi.json (a route like any other)."""
+    """/docs: Swagger UI on the API's own /openapi.json (a route like any other), its
+    script and style served from /docs-assets (the swagger-ui-bundle package), not a CDN:
+    the page works offline. An install without that package (an older ``server`` extra)
+    falls back to FastAPI's CDN links."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path  # noqa: PLC0415 - optional files
+    except ImportError:
+        assets = {}
+    else:
+        app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+        assets = {
+            "swagger_js_url": f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            "swagger_css_url": f"{DOCS_ASSETS}/swagger-ui.css",
+            "swagger_favicon_url": f"{DOCS_ASSETS}/favicon-32x32.png",
+        }
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> Response:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="bitloot API")
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="bitloot API", **assets)
 
 
 def _refusal(api: ShopApi, path: str, exc: HTTPException) -> HttpResponse:

@@ -3,6 +3,8 @@ server, and strict enough that an answer outside it is caught."""
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 from openapi_spec_validator import validate
@@ -55,6 +57,14 @@ def test_fastapi_docs_show_the_same_document(shared_server: RunningServer) -> No
     docs = httpx.get(f"{shared_server.url}/docs")
     assert docs.status_code == 200
     assert "/openapi.json" in docs.text
+    # Offline: every script and style comes from the server itself, none from a CDN.
+    assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+    assert assets
+    assert all(a.startswith("/docs-assets/") for a in assets), assets
+    for asset in assets:
+        answer = httpx.get(f"{shared_server.url}{asset}")
+        assert answer.status_code == 200, asset
+        assert answer.content, asset
 
 
 def test_the_response_check_catches_an_answer_outside_the_document(
