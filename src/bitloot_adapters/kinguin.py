@@ -4,8 +4,9 @@
 
 1. Look for the Kinguin orders already placed for ``order_id``
    (``GET /v1/order?orderExternalId=``, for ``order_id`` and for each product's own id
-   ``{order_id}-{productId}``). A job retried after a timeout finds what the first attempt
-   placed and never buys twice.
+   ``{order_id}-{productId}``, each followed by its parts ``…-part2``, ``…-part3``, … up
+   to the first one not placed). A job retried after a timeout finds what the first
+   attempt placed and never buys twice.
 2. Price what is still missing (``GET /v2/products/{productId}``). Kinguin answers 404
    (``HttpClient``) for a product out of stock, and its ``qty`` is what its offers hold:
    either, or a quantity short of the order, is ``ProductUnavailable`` and nothing is
@@ -13,6 +14,9 @@
 3. Place the orders (``POST /v2/order``): the regular products together under
    ``orderExternalId`` = our order id; each pre-order alone under its product's own id
    (Kinguin takes one pre-order per request, never mixed with other products). Kinguin
+   sells at most 9 of one offer in a request and refuses a product named twice in one:
+   a larger quantity is bought 9 at a time in further requests, the parts (up to 90
+   units in an order, ten requests of nine). Kinguin
    refuses a repeated ``orderExternalId`` (422 ``ConstraintViolation``, its own guard
    against a double purchase): the order it already holds is looked up and adopted.
 4. Read the keys (``GET /v2/order/{orderId}/keys``, page by page), polling every
@@ -67,14 +71,17 @@ __all__ = [
 
 DEFAULT_BASE_URL: Final = "https://gateway.kinguin.net/esa/api"
 MAX_PRODUCTS_PER_ORDER: Final = 10
-# Kinguin sells at most 9 of one offer in one order, and 90 units in an order (10 lines).
-# The client buys each product in one line (two lines with one productId are refused),
-# from the cheapest offer: at most 9 of a product.
+# Kinguin sells at most 9 of one offer in one request, and 90 units in an order (10 lines).
+# A request names each product once (two lines with one productId are refused) and buys
+# from the cheapest offer: more than 9 of a product are bought in further requests.
 MAX_QTY_PER_PRODUCT: Final = 9
 MAX_QTY_PER_ORDER: Final = 90
+MAX_PARTS: Final = MAX_QTY_PER_ORDER // MAX_QTY_PER_PRODUCT
 MAX_KEYS_PAGE_LIMIT: Final = 100
-# A product ordered on its own (a pre-order) carries orderExternalId "{order id}-{productId}".
+# A product ordered on its own (a pre-order) carries orderExternalId "{order id}-{productId}";
+# a further request of either carries "{that id}-part{n}" (n = 2, 3, ...).
 OWN_ORDER_SEPARATOR: Final = "-"
+PART_PREFIX: Final = "part"
 
 TEXT_KEY: Final = "text/plain"
 IMAGE_KEYS: Final = frozenset({"image/jpeg", "image/png", "image/gif"})
@@ -153,27 +160,33 @@ class KinguinClient:
             waited += pause
 
     def _found_orders(self, order_id: str, wanted: dict[str, int]) -> list[dict[str, Any]]:
-        """The live orders placed for ``order_id`` under any of its external ids."""
+        """The live orders placed for ``order_id`` under any of its external ids.
+
+        Each series of ids (the shared one, each product's own) is placed in order, so
+        its first id not found ends it.
+        """
         found = []
-        for external_id in (order_id, *(_own_id(order_id, p) for p in wanted)):
-            order = self.find_order(external_id)
-            if order is not None:
+        for base in (order_id, *(_own_id(order_id, p) for p in wanted)):
+            for external_id in _series(base):
+                order = self.find_order(external_id)
+                if order is None:
+                    break
                 found.append(order)
         return found
 
     def _place_missing(
         self, order_id: str, missing: dict[str, int], placed: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """Price what is missing, then place it: pre-orders each alone, the rest together."""
+        """Price what is missing, then place it: pre-orders each alone, the rest together,
+        9 of a product in a request at most."""
         offers = {product_id: self._offer(product_id, qty) for product_id, qty in missing.items()}
         used = {order.get("orderExternalId") for order in placed}
         together = {p: q for p, q in missing.items() if not offers[p][1]}
-        groups: list[tuple[str, dict[str, int]]] = []
-        if together and order_id not in used:
-            groups.append((order_id, together))
-        else:  # the shared id holds other products already: each goes on its own
-            groups.extend((_own_id(order_id, p), {p: q}) for p, q in together.items())
-        groups.extend((_own_id(order_id, p), {p: q}) for p, q in missing.items() if offers[p][1])
+        groups = _named(order_id, _free(order_id, used), _rounds(together)) if together else []
+        for product_id, qty in missing.items():
+            if offers[product_id][1]:
+                free = _free(_own_id(order_id, product_id), used)
+                groups.extend(_named(order_id, free, _rounds({product_id: qty})))
         return [
             self._place_order(external_id, group, {p: offers[p][0] for p in group})
             for external_id, group in groups
@@ -189,7 +202,9 @@ class KinguinClient:
         for order in orders:
             for product in _products(order) or []:
                 short = have.get(product["productId"], 0) < product["qty"]
-                own = order.get("orderExternalId") == _own_id(order_id, product["productId"])
+                own = order.get("orderExternalId") in _series(
+                    _own_id(order_id, product["productId"])
+                )
                 if short and (product.get("isPreorder") is True or own):
                     return True
         return False
@@ -350,6 +365,38 @@ def _own_id(order_id: str, product_id: str) -> str:
     return f"{order_id}{OWN_ORDER_SEPARATOR}{product_id}"
 
 
+def _series(base: str) -> tuple[str, ...]:
+    """The external ids of a series of requests, in the order they are placed."""
+    parts = (f"{base}{OWN_ORDER_SEPARATOR}{PART_PREFIX}{n}" for n in range(2, MAX_PARTS + 1))
+    return (base, *parts)
+
+
+def _free(base: str, used: set[object]) -> list[str]:
+    """The ids of ``base``'s series not used yet: the next requests go under them."""
+    return [external_id for external_id in _series(base) if external_id not in used]
+
+
+def _named(
+    order_id: str, free: list[str], rounds: list[dict[str, int]]
+) -> list[tuple[str, dict[str, int]]]:
+    """Each request with the external id it goes under."""
+    if len(rounds) > len(free):
+        raise SupplierError(
+            f"order {order_id} needs more Kinguin requests than its external ids allow",
+            kind="ConstraintViolation",
+        )
+    return list(zip(free, rounds, strict=False))
+
+
+def _rounds(wanted: dict[str, int]) -> list[dict[str, int]]:
+    """``wanted`` as requests Kinguin takes: each names a product once, 9 of it at most."""
+    left, rounds = dict(wanted), []
+    while left:
+        rounds.append({p: min(q, MAX_QTY_PER_PRODUCT) for p, q in left.items()})
+        left = {p: q - MAX_QTY_PER_PRODUCT for p, q in left.items() if q > MAX_QTY_PER_PRODUCT}
+    return rounds
+
+
 def _wanted(order_id: str, lines: Sequence[tuple[str, int]]) -> dict[str, int]:
     """The lines as productId -> quantity, checked against Kinguin's order limits."""
     wanted: dict[str, int] = {}
@@ -368,11 +415,10 @@ def _wanted(order_id: str, lines: Sequence[tuple[str, int]]) -> dict[str, int]:
             f"Kinguin takes at most {MAX_PRODUCTS_PER_ORDER} per order",
             kind="ConstraintViolation",
         )
-    over = [product_id for product_id, qty in wanted.items() if qty > MAX_QTY_PER_PRODUCT]
-    if over:
+    if sum(wanted.values()) > MAX_QTY_PER_ORDER:
         raise SupplierError(
-            f"order {order_id} wants {wanted[over[0]]} of Kinguin product {over[0]}; "
-            f"Kinguin sells at most {MAX_QTY_PER_PRODUCT} of one offer in an order",
+            f"order {order_id} wants {sum(wanted.values())} Kinguin units; "
+            f"Kinguin sells at most {MAX_QTY_PER_ORDER} units in an order",
             kind="ConstraintViolation",
         )
     return wanted

@@ -468,10 +468,86 @@ def test_a_part_placed_earlier_is_kept_and_only_the_rest_is_bought(client, sandb
 
     keys = client.fulfill(order_id="ord_1", lines=[(CSS, 1), ("pre", 1)])
 
-    # The shared id holds the first part: the rest goes under its own id.
+    # The shared id holds the first part: the rest goes under the next one.
     assert [key.product_ref for key in keys] == [CSS, "pre"]
-    assert posts(sandbox) == ["ord_1", "ord_1-pre"]
+    assert posts(sandbox) == ["ord_1", "ord_1-part2"]
     assert len(sandbox.orders) == 2
+
+
+def ordered(sandbox: KinguinSandbox) -> list[tuple[str | None, dict[str, int]]]:
+    """Each purchase Kinguin took: its external id and its products' quantities."""
+    return [
+        (c.order_external_id, {p["productId"]: p["qty"] for p in json.loads(c.body)["products"]})
+        for c in sandbox.calls
+        if c.method == "POST" and c.status == 201
+    ]
+
+
+def test_a_line_over_nine_units_is_bought_in_requests_of_nine(client, sandbox):
+    keys = client.fulfill(order_id="ord_1", lines=[(CSS, 20), (STARDEW, 3)])
+
+    assert ordered(sandbox) == [
+        ("ord_1", {CSS: 9, STARDEW: 3}),
+        ("ord_1-part2", {CSS: 9}),
+        ("ord_1-part3", {CSS: 2}),
+    ]
+    assert [key.product_ref for key in keys] == [CSS] * 20 + [STARDEW] * 3
+    assert len({key.secret for key in keys}) == 23
+
+
+def test_ninety_units_of_one_product_are_ten_requests(client, sandbox):
+    keys = client.fulfill(order_id="ord_1", lines=[(CSS, 90)])
+
+    assert [qty for _, products in ordered(sandbox) for qty in products.values()] == [9] * 10
+    assert [external_id for external_id, _ in ordered(sandbox)][-1] == "ord_1-part10"
+    assert len(keys) == 90
+
+
+def test_a_split_purchase_whose_answer_was_lost_is_never_placed_twice(client, sandbox):
+    # The second request is placed, then answered too late: the retry finds it.
+    original, posted = sandbox.handle, []
+
+    def lose_the_second_answer(request: SandboxRequest) -> SandboxResponse:
+        response = original(request)
+        if request.method == "POST":
+            posted.append(request)
+            if len(posted) == 2:
+                return SandboxResponse(status=504, body=b"{}")
+        return response
+
+    sandbox.handle = lose_the_second_answer  # type: ignore[method-assign]
+    with pytest.raises(SupplierUnavailable):
+        client.fulfill(order_id="ord_1", lines=[(CSS, 12)])
+
+    keys = client.fulfill(order_id="ord_1", lines=[(CSS, 12)])
+
+    assert len(keys) == 12
+    assert sorted(o["orderExternalId"] for o in sandbox.orders) == ["ord_1", "ord_1-part2"]
+    assert len(posted) == 2
+
+
+def test_a_pre_order_over_nine_units_is_split_each_part_alone(client, sandbox, clock):
+    preorder(sandbox, clock)
+
+    with pytest.raises(KeysPending) as caught:
+        client.fulfill(order_id="ord_1", lines=[("pre", 11)])
+
+    assert caught.value.preorder
+    assert ordered(sandbox) == [("ord_1-pre", {"pre": 9}), ("ord_1-pre-part2", {"pre": 2})]
+
+
+def test_the_sandbox_refuses_what_kinguin_refuses_in_one_request(http, server):
+    def post(products: list[dict[str, object]]) -> httpx.Response:
+        return http.post(
+            f"{server.url}/v2/order", json={"products": products}, headers={"X-Api-Key": API_KEY}
+        )
+
+    ten = post([{"productId": CSS, "qty": 10}])
+    twice = post([{"productId": CSS, "qty": 1}, {"productId": CSS, "qty": 1}])
+
+    assert (ten.status_code, ten.json()["kind"]) == (400, "ConstraintViolation")
+    assert (twice.status_code, twice.json()["kind"]) == (400, "ConstraintViolation")
+    assert "twice" in twice.json()["detail"]
 
 
 def test_line_wrapped_image_keys_are_decoded_and_the_raw_serial_kept(client, sandbox):
@@ -504,8 +580,8 @@ def test_a_wrong_api_key_is_an_authorization_error_without_the_key(http, server,
     ("lines", "match"),
     [
         ([(f"p{n}", 1) for n in range(11)], "at most 10 per order"),
-        ([(CSS, 10)], "at most 9 of one offer"),
-        ([(CSS, 5), (STARDEW, 1), (CSS, 5)], "at most 9 of one offer"),
+        ([(CSS, 91)], "at most 90 units"),
+        ([(CSS, 50), (STARDEW, 1), (CSS, 40)], "at most 90 units"),
         ([(CSS, 0)], "positive quantity"),
         ([("", 1)], "positive quantity"),
         ([], "nothing to buy"),

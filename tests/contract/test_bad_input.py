@@ -170,15 +170,15 @@ def test_deeply_nested_but_small_json_in_a_field_is_400(unchanged: RunningServer
         (item(quantity=None), "invalid_quantity"),
         (item(quantity=0), "invalid_quantity"),
         (item(quantity=-1), "invalid_quantity"),
-        (item(quantity=10), "invalid_quantity"),
-        (item(quantity=2**70), "invalid_quantity"),
+        (item(quantity=91), "too_many_units"),
+        (item(quantity=2**70), "too_many_units"),
         (item(quantity=[1]), "invalid_quantity"),
         (
             {
                 "email": "a@example.com",
-                "items": [{"product_id": GIFT_CARD, "quantity": 5}] * 2,
+                "items": [{"product_id": GIFT_CARD, "quantity": 50}] * 2,
             },
-            "invalid_quantity",
+            "too_many_units",
         ),
         (
             {"email": "a@example.com", "items": [{"product_id": f"p{n}"} for n in range(11)]},

@@ -13,6 +13,7 @@ from flow import (
     admin_order,
     advance,
     assert_error,
+    buy,
     create_order,
     get_order,
     open_payment,
@@ -143,3 +144,23 @@ def test_sandbox_kinguin_controls_refuse_bad_input(server: RunningServer) -> Non
     assert_error(
         server.http.post("/sandbox/kinguin/stock", json={"product_id": "nope", "qty": 1}), 404
     )
+
+
+def test_twenty_keys_of_one_game_are_bought_nine_at_a_time(server: RunningServer) -> None:
+    fulfilled = buy(server, STARDEW, quantity=20)
+
+    assert fulfilled["status"] == "fulfilled"
+    assert fulfilled["items"][0]["quantity"] == 20
+    orders = server.http.get("/sandbox/kinguin/orders").json()
+    placed = sorted((o["order_external_id"], o["products"][0]["qty"]) for o in orders)
+    oid = fulfilled["id"]
+    assert placed == [(oid, 9), (f"{oid}-part2", 9), (f"{oid}-part3", 2)]
+
+
+def test_an_order_over_ninety_units_is_refused(server: RunningServer) -> None:
+    response = server.http.post(
+        "/api/orders",
+        json={"email": "a@example.com", "items": [{"product_id": STARDEW, "quantity": 91}]},
+    )
+
+    assert_error(response, 400, "too_many_units")

@@ -6,7 +6,7 @@ Serve it with ``SandboxServer``; point ``KinguinClient`` at ``server.url``.
   the cheapest offer's ``qty`` and ``isPreorder``/``releaseDate``. An unknown or
   out-of-stock product answers 404 ``{"kind": "HttpClient"}``, as Kinguin's does.
 - ``POST /v2/order``: checks ``X-Api-Key`` (401 with Kinguin's JSON), at most 10 products
-  and 9 of each (``ConstraintViolation``), one pre-order per request and never mixed with
+  and 9 of each, each product named once, one pre-order per request and never mixed with
   other products (``ConstraintViolation``), products short of stock
   (``ProductUnavailable``), the balance (``InsufficientBalance``). A repeated
   ``orderExternalId`` is refused with 422 ``ConstraintViolation`` "orderExternalId already
@@ -665,10 +665,14 @@ def _order_lines_problem(lines: object) -> str | None:
         qty = line.get("qty")
         if not isinstance(qty, int) or isinstance(qty, bool) or qty < 1:
             return "qty must be a positive integer."
-        per_product[line["productId"]] = per_product.get(line["productId"], 0) + qty
-    if max(per_product.values()) > MAX_QTY_PER_PRODUCT:
-        return f"At most {MAX_QTY_PER_PRODUCT} of one product per order."
-    return None
+        if line["productId"] in per_product:
+            return f"Product {line['productId']} is named twice: one line per product."
+        per_product[line["productId"]] = qty
+    return (
+        f"At most {MAX_QTY_PER_PRODUCT} of one product per order."
+        if max(per_product.values()) > MAX_QTY_PER_PRODUCT
+        else None
+    )
 
 
 def _product_response(product: KinguinProduct | None, now: datetime) -> SandboxResponse:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Final
 
 from bitloot_core.chart import JobKind, OrderEvent, OrderStatus
 from bitloot_core.errors import PoolEmpty, SupplierError
@@ -24,6 +25,10 @@ from bitloot_core.values import (
     WebhookLogEntry,
     WebhookOutcome,
 )
+
+# A supplier's external id is ORDER, ORDER-PRODUCT, or either with -partN: heads of at
+# most this many dash-separated pieces (of an order id with dashes too) are looked up.
+MAX_ID_PIECES: Final = 8
 
 
 def _cancelled(ctx: Context, order: Order) -> bool:
@@ -148,12 +153,14 @@ def supplier_webhook(
     ``ignored`` when there was nothing to wake (or the order is none of ours),
     ``duplicate`` when seen before. Returns our order id (None: not ours).
     ``external_id`` is our order id, or ``ORDER-PRODUCT`` for a supplier order holding
-    one product on its own.
+    one product on its own, either followed by ``-partN`` for a further request.
     """
     now = ctx.clock.now()
+    pieces = external_id.split("-")
+    # The id itself, then each shorter head: ORDER-PRODUCT-part2, ORDER-PRODUCT, ORDER.
+    heads = ["-".join(pieces[:n]) for n in range(min(len(pieces) - 1, MAX_ID_PIECES), 0, -1)]
+    candidates = [external_id, *heads]
     with ctx.store.transaction() as tx:
-        head = external_id.rpartition("-")[0]
-        candidates = (external_id, head) if head else (external_id,)
         order = next((o for c in candidates if (o := tx.get_order(c)) is not None), None)
         order_id = order.id if order is not None else None
         first = order is not None and tx.claim_ipn(f"supplier:{dedupe_key}", now)

@@ -27,7 +27,9 @@ from bitloot_core.service.results import CreatedOrder, OpenedPaymentResult, Orde
 from bitloot_core.values import IdempotencyRecord, Order, OrderItem, Payment
 
 MAX_ITEMS: Final = 10
-MAX_QUANTITY: Final = 9
+# Kinguin sells at most 9 of one offer per request and 90 units in an order: a larger
+# line is bought in several requests, and an order holds at most 90 units in all.
+MAX_UNITS: Final = 90
 MAX_EMAIL_LENGTH: Final = 254
 MAX_PRODUCT_ID_LENGTH: Final = 100
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}$")
@@ -223,9 +225,11 @@ def _check_lines(items: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
             raise InvalidInput("product_id must be a non-empty string", code="invalid_items")
         if isinstance(quantity, bool) or not isinstance(quantity, int):
             raise InvalidInput("quantity must be an integer", code="invalid_quantity")
-        if not 1 <= quantity <= MAX_QUANTITY:
-            raise InvalidInput(f"quantity must be 1 to {MAX_QUANTITY}", code="invalid_quantity")
+        if quantity < 1:
+            raise InvalidInput("quantity must be at least 1", code="invalid_quantity")
         merged[product_id] = merged.get(product_id, 0) + quantity
-        if merged[product_id] > MAX_QUANTITY:
-            raise InvalidInput(f"quantity must be 1 to {MAX_QUANTITY}", code="invalid_quantity")
+    if sum(merged.values()) > MAX_UNITS:
+        raise InvalidInput(
+            f"an order holds at most {MAX_UNITS} units in all", code="too_many_units"
+        )
     return list(merged.items())
