@@ -13,7 +13,14 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHMARKS = ["bench_chart", "bench_ipn", "bench_store", "bench_webhook", "bench_flood"]
+BENCHMARKS = [
+    "bench_chart",
+    "bench_ipn",
+    "bench_store",
+    "bench_postgres",
+    "bench_webhook",
+    "bench_flood",
+]
 
 
 def _load(name: str) -> object:

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 
@@ -124,7 +125,7 @@ class PgCluster:
         return self.url(name)
 
     def drop_database(self, url: str) -> None:
-        name = url.rsplit("/", maxsplit=1)[-1].split("?", maxsplit=1)[0]
+        name = database_name(url)
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
 
@@ -132,6 +133,11 @@ class PgCluster:
         with contextlib.suppress(RuntimeError):
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def database_name(url: str) -> str:
+    """The database a URL of ``PgCluster.url`` names (its host is a path: split with care)."""
+    return urlsplit(url).path.lstrip("/")
 
 
 def start_cluster(*, durable: bool = False) -> PgCluster:
