@@ -118,7 +118,7 @@ def test_hosts_running_migrate_together_migrate_exactly_once(pg_url: str, tmp_pa
 
 def test_migrate_on_sqlite_migrates_the_data_dirs_database(tmp_path: Path) -> None:
     first = bitloot(tmp_path, {}, "migrate").communicate(timeout=60)[0]
-    assert first.startswith("applied migrations 1, ")
+    assert "\napplied migrations 1, " in f"\n{first}"
     assert SqliteStore(tmp_path / "bitloot.db").applied == []
 
 
