@@ -57,7 +57,7 @@ def sandbox_clock(api: ShopApi, request: HttpRequest, params: dict[str, str]) ->
     seconds = decimal_field(json_body(request), "seconds")
     if seconds is None or seconds > MAX_CLOCK_SECONDS:
         raise InvalidInput("seconds must be between 0 and one year", code="invalid_seconds")
-    return json_response(200, api.sandbox.advance_clock(seconds))
+    return json_response(200, api.sandbox.advance_clock(seconds, wait=request.concurrent))
 
 
 def sandbox_outage(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:

@@ -8,6 +8,7 @@ none.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -42,7 +43,7 @@ class SandboxPanel(Protocol):
     def send(
         self, payment_id: str, action: Literal["fail", "expire"], *, wait: bool = True
     ) -> dict[str, object]: ...
-    def advance_clock(self, seconds: Decimal) -> dict[str, object]: ...
+    def advance_clock(self, seconds: Decimal, *, wait: bool = True) -> dict[str, object]: ...
     def kinguin_outage(self, failures: int) -> dict[str, object]: ...
     def kinguin_key_delay(self, seconds: Decimal) -> dict[str, object]: ...
     def kinguin_latency(self, seconds: Decimal) -> dict[str, object]: ...
@@ -103,11 +104,19 @@ class SandboxControls:
             return self.btcpay
         return None
 
-    def advance_clock(self, seconds: Decimal) -> dict[str, object]:
-        """Move the clock forward, then run one worker pass with the sweeper forced."""
+    def advance_clock(self, seconds: Decimal, *, wait: bool = True) -> dict[str, object]:
+        """Move the clock forward, then run one worker pass with the sweeper forced.
+
+        Kinguin tells the shop about orders whose keys arrived meanwhile (its
+        ``order.status`` webhook): before the pass with ``wait``, else from a thread of
+        its own (a single-threaded server cannot take it while this request runs)."""
         now = self.clock.advance(timedelta(seconds=float(seconds)))
-        # Kinguin tells the shop about orders whose keys arrived meanwhile (order.status).
-        self.supplier.send_webhooks()
+        if wait:
+            self.supplier.send_webhooks()
+        else:
+            threading.Thread(
+                target=self.supplier.send_webhooks, name="sandbox-kinguin-webhooks", daemon=True
+            ).start()
         if self._worker is None:
             return {"now": now, "swept": [], "jobs": []}
         done = self._worker.run_once(force_sweep=True)

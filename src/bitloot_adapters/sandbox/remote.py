@@ -75,9 +75,10 @@ class RemoteSandbox:
         path = f"/sandbox/payments/{payment_id}/{action}"
         return dict(self._call("POST", path, None, wait="1" if wait else "0"))
 
-    def advance_clock(self, seconds: Decimal) -> dict[str, object]:
+    def advance_clock(self, seconds: Decimal, *, wait: bool = True) -> dict[str, object]:
         """Move both clocks, then run one pass of the shop's worker, sweeper forced."""
-        self._call("POST", "/sandbox/clock/advance", {"seconds": str(seconds)})
+        path = "/sandbox/clock/advance"
+        self._call("POST", path, {"seconds": str(seconds)}, wait="1" if wait else "0")
         now = self.clock.advance(timedelta(seconds=float(seconds)))
         done = self._worker.run_once(force_sweep=True)
         return {
