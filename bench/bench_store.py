@@ -182,7 +182,7 @@ class Ours:
         with self.store.transaction() as tx:
             if not tx.claim_ipn(f"{payment_id(n)}:finished:{serial}", now):
                 return
-            payment = tx.get_payment(payment_id(n))
+            payment = tx.get_payment("nowpayments", payment_id(n))
             order = tx.get_order(order_id(n))
             assert payment is not None
             assert order is not None

@@ -211,7 +211,7 @@ class _Table(Generic[V]):
 
 _PRODUCTS = _Table.of("products", Product, ("id",))
 _ORDERS = _Table.of("orders", Order, ("id",))
-_PAYMENTS = _Table.of("payments", Payment, ("id",))
+_PAYMENTS = _Table.of("payments", Payment, ("provider", "id"))
 _IDEMPOTENCY = _Table.of("idempotency", IdempotencyRecord, ("scope",))
 _WEBHOOKS = _Table.of("webhooks", WebhookLogEntry)
 _JOBS = _Table.of("jobs", Job, ("key",))
@@ -373,11 +373,24 @@ _V4_HASHED_IDEMPOTENCY_SCOPES: Final = """
 DELETE FROM idempotency WHERE strpos(scope, chr(10)) > 0;
 """
 
+# A payment is identified by (provider, the provider's payment id): two providers may use
+# the same id. Orders name their payment's provider (until now a payment id was unique on
+# its own, so it names it); the webhook log records the provider a webhook came from.
+_V5_PAYMENT_IDENTITY: Final = """
+ALTER TABLE payments DROP CONSTRAINT payments_pkey;
+ALTER TABLE payments ADD PRIMARY KEY (provider, id);
+ALTER TABLE orders ADD COLUMN payment_provider text;
+UPDATE orders SET payment_provider = payments.provider
+    FROM payments WHERE payments.id = orders.payment_id;
+ALTER TABLE webhooks ADD COLUMN provider text;
+"""
+
 MIGRATIONS: Final[tuple[str, ...]] = (
     _V1_INITIAL,
     _V2_PAYMENT_PROVIDER,
     _V3_VAULT_KEYS,
     _V4_HASHED_IDEMPOTENCY_SCOPES,
+    _V5_PAYMENT_IDENTITY,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -721,8 +734,8 @@ class PostgresTx:
             counts[OrderStatus(status)] = int(count)
         return counts
 
-    def get_payment(self, payment_id: str) -> Payment | None:
-        return self._one(_PAYMENTS, "id = %s", (payment_id,))
+    def get_payment(self, provider: str, payment_id: str) -> Payment | None:
+        return self._one(_PAYMENTS, "provider = %s AND id = %s", (provider, payment_id))
 
     def list_payments(self, *, order_id: str | None = None) -> list[Payment]:
         if order_id is None:
@@ -730,7 +743,7 @@ class PostgresTx:
         return self._all(_PAYMENTS, "WHERE order_id = %s ORDER BY seq", (order_id,))
 
     def insert_payment(self, payment: Payment) -> None:
-        sql = f"{_PAYMENTS.insert} ON CONFLICT (id) DO NOTHING"
+        sql = f"{_PAYMENTS.insert} ON CONFLICT (provider, id) DO NOTHING"
         if self._execute(sql, _PAYMENTS.params(payment)).rowcount == 0:
             raise ConcurrentUpdate(f"payment {payment.id} exists", payment_id=payment.id)
 

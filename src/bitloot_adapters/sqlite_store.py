@@ -183,7 +183,7 @@ class _Table(Generic[V]):
 
 _PRODUCTS = _Table.of("products", Product, ("id",))
 _ORDERS = _Table.of("orders", Order, ("id",))
-_PAYMENTS = _Table.of("payments", Payment, ("id",))
+_PAYMENTS = _Table.of("payments", Payment, ("provider", "id"))
 _IDEMPOTENCY = _Table.of("idempotency", IdempotencyRecord, ("scope",))
 _WEBHOOKS = _Table.of("webhooks", WebhookLogEntry)
 _JOBS = _Table.of("jobs", Job, ("key",))
@@ -439,6 +439,56 @@ def _v4_hashed_idempotency_scopes(db: sqlite_utils.Database) -> None:
     db.execute("DELETE FROM idempotency WHERE instr(scope, char(10)) > 0")
 
 
+_V5_PAYMENTS: Final = """
+CREATE TABLE payments_v5 (
+    provider TEXT NOT NULL,
+    id TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    provider_status TEXT NOT NULL,
+    price_amount TEXT NOT NULL,
+    price_currency TEXT NOT NULL,
+    pay_amount TEXT NOT NULL,
+    pay_currency TEXT NOT NULL,
+    pay_address TEXT NOT NULL,
+    actually_paid TEXT NOT NULL,
+    valid_until TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (provider, id)
+) STRICT
+"""
+_V5_PAYMENT_COLUMNS: Final = (
+    "provider, id, order_id, status, provider_status, price_amount, price_currency,"
+    " pay_amount, pay_currency, pay_address, actually_paid, valid_until, created_at,"
+    " updated_at, version"
+)
+
+
+def _v5_payment_identity(db: sqlite_utils.Database) -> None:
+    """A payment is identified by (provider, the provider's payment id): two providers may
+    use the same id. Orders name their payment's provider; the webhook log records the
+    provider a webhook came from."""
+    db.execute(_V5_PAYMENTS)
+    # rowid kept: payments list in the order they were opened.
+    db.execute(
+        f"INSERT INTO payments_v5 (rowid, {_V5_PAYMENT_COLUMNS})"  # noqa: S608  # names only
+        f" SELECT rowid, {_V5_PAYMENT_COLUMNS} FROM payments"
+    )
+    db.execute("DROP TABLE payments")
+    db.execute("ALTER TABLE payments_v5 RENAME TO payments")
+    db.execute("CREATE INDEX idx_payments_order_id ON payments (order_id)")
+    db.execute("ALTER TABLE orders ADD COLUMN payment_provider TEXT")
+    # Until now a payment id was unique on its own: it names its provider.
+    db.execute(
+        "UPDATE orders SET payment_provider ="
+        " (SELECT provider FROM payments WHERE payments.id = orders.payment_id)"
+        " WHERE payment_id IS NOT NULL"
+    )
+    db.execute("ALTER TABLE webhooks ADD COLUMN provider TEXT")
+
+
 # Forward migrations, in order: the database is at version N once the first N have run.
 # Append only; never edit one that has shipped.
 MIGRATIONS: Final[tuple[Callable[[sqlite_utils.Database], None], ...]] = (
@@ -446,6 +496,7 @@ MIGRATIONS: Final[tuple[Callable[[sqlite_utils.Database], None], ...]] = (
     _v2_payment_provider,
     _v3_vault_keys,
     _v4_hashed_idempotency_scopes,
+    _v5_payment_identity,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -805,8 +856,8 @@ class SqliteTx:
             counts[OrderStatus(status)] = int(count)
         return counts
 
-    def get_payment(self, payment_id: str) -> Payment | None:
-        return self._one(_PAYMENTS, "id = ?", (payment_id,))
+    def get_payment(self, provider: str, payment_id: str) -> Payment | None:
+        return self._one(_PAYMENTS, "provider = ? AND id = ?", (provider, payment_id))
 
     def list_payments(self, *, order_id: str | None = None) -> list[Payment]:
         if order_id is None:
@@ -814,7 +865,7 @@ class SqliteTx:
         return self._all(_PAYMENTS, "WHERE order_id = ? ORDER BY rowid", (order_id,))
 
     def insert_payment(self, payment: Payment) -> None:
-        sql = f"{_PAYMENTS.insert} ON CONFLICT (id) DO NOTHING"
+        sql = f"{_PAYMENTS.insert} ON CONFLICT (provider, id) DO NOTHING"
         if self._execute(sql, _PAYMENTS.params(payment)).rowcount == 0:
             raise ConcurrentUpdate(f"payment {payment.id} exists", payment_id=payment.id)
 

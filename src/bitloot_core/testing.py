@@ -49,7 +49,8 @@ class _Tables:
     products: dict[str, Product] = field(default_factory=dict)
     pool: dict[str, list[tuple[str, str | None]]] = field(default_factory=dict)
     orders: dict[str, Order] = field(default_factory=dict)
-    payments: dict[str, Payment] = field(default_factory=dict)
+    # Keyed by (provider, payment id): a payment's identity.
+    payments: dict[tuple[str, str], Payment] = field(default_factory=dict)
     idempotency: dict[str, IdempotencyRecord] = field(default_factory=dict)
     ipn_keys: dict[str, datetime] = field(default_factory=dict)
     webhooks: list[WebhookLogEntry] = field(default_factory=list)
@@ -142,23 +143,25 @@ class MemoryTx:
             counts[order.status] += 1
         return counts
 
-    def get_payment(self, payment_id: str) -> Payment | None:
-        return self.t.payments.get(payment_id)
+    def get_payment(self, provider: str, payment_id: str) -> Payment | None:
+        return self.t.payments.get((provider, payment_id))
 
     def list_payments(self, *, order_id: str | None = None) -> list[Payment]:
         return [p for p in self.t.payments.values() if order_id is None or p.order_id == order_id]
 
     def insert_payment(self, payment: Payment) -> None:
-        if payment.id in self.t.payments:
+        key = (payment.provider, payment.id)
+        if key in self.t.payments:
             raise ConcurrentUpdate(f"payment {payment.id} exists")
-        self.t.payments[payment.id] = payment
+        self.t.payments[key] = payment
 
     def update_payment(self, payment: Payment) -> Payment:
-        current = self.t.payments.get(payment.id)
+        key = (payment.provider, payment.id)
+        current = self.t.payments.get(key)
         if current is None or current.version != payment.version:
             raise ConcurrentUpdate(f"payment {payment.id} changed")
         stored = replace(payment, version=payment.version + 1)
-        self.t.payments[payment.id] = stored
+        self.t.payments[key] = stored
         return stored
 
     # idempotency and webhooks

@@ -93,8 +93,10 @@ class Order:
     status: OrderStatus = OrderStatus.CREATED
     flags: frozenset[Flag] = frozenset()
     version: int = 1
-    # The payment currently bound to the order (None until one is opened).
+    # The payment currently bound to the order (None until one is opened): a payment is
+    # identified by its provider and the provider's id for it.
     payment_id: str | None = None
+    payment_provider: str | None = None
 
     def __post_init__(self) -> None:
         require_utc("created_at", self.created_at)
@@ -118,7 +120,8 @@ class Payment:
     order_id: str
     status: PaymentStatus
     provider_status: str
-    # The payment provider's name (``PaymentProvider.name``) that holds this payment.
+    # The payment provider's name (``PaymentProvider.name``) that holds this payment; with
+    # ``id`` (the provider's id for it) it identifies the payment.
     provider: str = "nowpayments"
     price_amount: Decimal
     price_currency: str
@@ -241,6 +244,8 @@ class WebhookLogEntry:
     order_id: str | None = None
     provider_status: str | None = None
     dedupe_key: str | None = None
+    # The payment provider it came from (None: no provider of ours, or a supplier's).
+    provider: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -44,7 +44,8 @@ class ReReading:
 
 
 class ReReadingGateway:
-    def __init__(self) -> None:
+    def __init__(self, name: str = "rereading") -> None:
+        self.name = name
         self.status = "New"
         self.paid = Decimal(0)
         self.down = False
@@ -66,7 +67,7 @@ class ReReadingGateway:
         if self.down:
             raise ProviderUnavailable("down")
         return PaymentUpdate(
-            provider="rereading",
+            provider=self.name,
             payment_id=payment_id,
             provider_status=self.status,
             kind=STATUSES[self.status].kind,
@@ -116,7 +117,8 @@ def test_a_nowpayments_ipn_naming_another_providers_payment_is_unbound() -> None
     ).payment
     result = send_ipn(kit, payment, "finished")
     assert result.code == "unbound_webhook"
-    assert "held by rereading" in result.reason
+    # A payment is its provider's: NOWPayments has no payment 777 of ours.
+    assert "no nowpayments payment of ours" in result.reason
     body = ipn_body(payment, "finished")
     assert kit.checkout.handle_webhook("nowpayments", body, sign(body)).code == "unbound_webhook"
 
@@ -190,3 +192,47 @@ def test_the_sweeper_fails_the_payment_record_through_its_table() -> None:
 def test_the_nowpayments_provider_shows_its_status_table() -> None:
     assert NowPayments(ipn_secret="s").statuses is nowpayments.STATUSES
     assert "secret" not in repr(NowPayments(ipn_secret="secret"))
+
+
+def test_two_providers_may_use_the_same_payment_id() -> None:
+    kit, first = two_provider_kit()
+    second = ReReadingGateway(name="other")
+    kit.checkout._providers["other"] = ProviderSetup(
+        provider=ReReading(name="other"), gateway=second
+    )
+    orders = [kit.checkout.create_order(email="e@example.com", items=[("hades", 1)]) for _ in "ab"]
+    for created, (name, gateway) in zip(
+        orders, [("rereading", first), ("other", second)], strict=True
+    ):
+        gateway.order_id = created.order.id
+        opened = kit.checkout.open_payment(created.order.id, created.access_token, provider=name)
+        assert (opened.payment.provider, opened.payment.id) == (name, "777")
+    # The second provider's payment 777 settles; the first provider's is untouched.
+    second.status, second.paid = "Settled", Decimal(1)
+    result = kit.checkout.handle_webhook("other", b"777:d-1", {"sig": "ok"})
+    assert (result.outcome, result.order_id) == (WebhookOutcome.APPLIED, orders[1].order.id)
+    views = [kit.checkout.get_order(c.order.id, c.access_token) for c in orders]
+    assert [v.order.status for v in views] == [OrderStatus.WAITING, OrderStatus.PAID]
+    assert [(v.payment.provider, v.payment.status) for v in views if v.payment] == [
+        ("rereading", PaymentStatus.WAITING),
+        ("other", PaymentStatus.FINISHED),
+    ]
+
+
+def test_the_webhook_log_records_the_provider() -> None:
+    kit, gateway = two_provider_kit()
+    created = kit.checkout.create_order(email="e@example.com", items=[("hades", 1)])
+    gateway.order_id = created.order.id
+    kit.checkout.open_payment(created.order.id, created.access_token, provider="rereading")
+    kit.checkout.handle_webhook("rereading", b"777:delivery-1", {"sig": "ok"})
+    kit.checkout.handle_webhook("rereading", b"777:delivery-2", {"sig": "forged"})
+    kit.checkout.handle_webhook("paypal", b"777:delivery-3", {"sig": "ok"})
+    logged = kit.checkout.admin_order(created.order.id).webhooks
+    assert [(w.provider, w.outcome) for w in logged] == [("rereading", WebhookOutcome.IGNORED)]
+    with kit.store.transaction() as tx:
+        every = tx.t.webhooks  # the refused ones name no order
+    assert [(w.provider, w.reason[:13]) for w in every] == [
+        ("rereading", "ipn: New on w"),
+        ("rereading", "bad signature"),
+        (None, "no payment pr"),
+    ]

@@ -228,7 +228,11 @@ class ShopServer:
         if result.order_id is not None:
             with wiring.store.transaction() as tx:
                 order = tx.get_order(result.order_id)
-                payment = tx.get_payment(order.payment_id) if order and order.payment_id else None
+                payment = (
+                    tx.get_payment(order.payment_provider, order.payment_id)
+                    if order and order.payment_id and order.payment_provider
+                    else None
+                )
             order_status = order.status if order else None
             payment_status = payment.status if payment else None
         try:

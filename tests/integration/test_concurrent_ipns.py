@@ -127,7 +127,7 @@ def check_no_lost_update(
     assert len(seen) == len(SEQUENCES[opened.kind])
     want_order, want_payment = replay(opened.order, opened.payment, applied)
     order = tx.get_order(order_id)
-    payment = tx.get_payment(opened.payment.id)
+    payment = tx.get_payment(opened.payment.provider, opened.payment.id)
     assert order is not None
     assert payment is not None
     assert (order.status, order.flags, order.version) == (

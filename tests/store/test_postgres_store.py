@@ -213,12 +213,20 @@ def test_payments_of_a_version_1_database_are_nowpayments_after_migrating(pg_url
             " created_at, updated_at, version) VALUES ('pay1', 'o1', 'waiting', 'waiting',"
             " '10', 'EUR', '0.001', 'btc', 'addr', '0', now(), now(), 1)"
         )
+        conn.execute(
+            "INSERT INTO orders (id, status, flags, email, currency, items, version,"
+            " payment_id, created_at, updated_at, access_token_hash) VALUES ('o1', 'waiting',"
+            " '{}', 'e@example.com', 'eur', '[]', 1, 'pay1', now(), now(), 'h')"
+        )
     with PostgresStore(pg_url, pool_size=1) as store:
         assert store.applied == list(range(2, SCHEMA_VERSION + 1))
         with store.transaction() as tx:
-            payment = tx.get_payment("pay1")
+            payment = tx.get_payment("nowpayments", "pay1")
+            order_provider = tx._execute("SELECT payment_provider FROM orders").fetchall()
     assert payment is not None
     assert payment.provider == "nowpayments"
+    # The order names its payment's provider, which the payment id alone used to imply.
+    assert order_provider == [("nowpayments",)]
 
 
 def test_a_database_newer_than_this_bitloot_is_refused(store: PostgresStore) -> None:

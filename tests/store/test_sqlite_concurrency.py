@@ -251,6 +251,47 @@ def test_every_field_of_every_value_has_its_column(store: SqliteStore) -> None:
         conn.close()
 
 
+PROVIDER_OF = {1: "nowpayments", 2: "btcpay"}
+
+
+def test_payments_before_v5_keep_their_provider_and_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "bitloot.db"
+    with monkeypatch.context() as before:
+        before.setattr(sqlite_store, "MIGRATIONS", sqlite_store.MIGRATIONS[:4])
+        before.setattr(sqlite_store, "SCHEMA_VERSION", 4)
+        SqliteStore(path).close()
+    conn = sqlite3.connect(path)
+    with conn:
+        for n in (2, 1):  # opened in this order: the listing keeps it
+            conn.execute(
+                "INSERT INTO payments (id, order_id, status, provider_status, price_amount,"
+                " price_currency, pay_amount, pay_currency, pay_address, actually_paid,"
+                " created_at, updated_at, version, provider) VALUES (?, ?, 'waiting',"
+                " 'waiting', '10', 'eur', '0.001', 'btc', 'addr', '0', ?, ?, 1, ?)",
+                (f"pay{n}", f"o{n}", T0.isoformat(), T0.isoformat(), PROVIDER_OF[n]),
+            )
+            row = sqlite_store._ROW.unstructure(replace(make_order(f"o{n}"), payment_id=f"pay{n}"))
+            del row["payment_provider"]  # not a column before v5
+            columns, marks = ", ".join(row), ", ".join("?" * len(row))
+            insert = f"INSERT INTO orders ({columns}) VALUES ({marks})"  # noqa: S608  # names only
+            conn.execute(insert, list(row.values()))
+    conn.close()
+    with SqliteStore(path) as store, store.transaction() as tx:
+        assert store.applied == list(range(5, SCHEMA_VERSION + 1))
+        orders = [tx.get_order(f"o{n}") for n in (1, 2)]
+        assert [(o.payment_provider, o.payment_id) for o in orders if o] == [
+            ("nowpayments", "pay1"),
+            ("btcpay", "pay2"),
+        ]
+        assert [(p.provider, p.id) for p in tx.list_payments()] == [
+            ("btcpay", "pay2"),
+            ("nowpayments", "pay1"),
+        ]
+        assert tx.get_payment("nowpayments", "pay2") is None
+
+
 def v2_add_notes(db: Any) -> None:
     db.create_table("notes", {"id": int, "text": str}, pk="id")
 
@@ -554,7 +595,7 @@ def test_hot_queries_use_an_index(store: SqliteStore) -> None:
         )
         tx.list_orders(flag=Flag.PAID_LATE)
         tx.list_orders()
-        tx.get_payment("5800567260")
+        tx.get_payment("nowpayments", "5800567260")
         tx.list_payments(order_id="o1")
         tx.due_jobs(now, 10)
         tx.list_jobs(order_id="o1")

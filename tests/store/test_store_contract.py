@@ -137,6 +137,7 @@ def make_webhook(**changes: Any) -> WebhookLogEntry:
         "order_id": "o1",
         "provider_status": "finished",
         "dedupe_key": "5800567260:finished:0.0004",
+        "provider": "nowpayments",
     }
     return WebhookLogEntry(**(fields | changes))
 
@@ -374,6 +375,30 @@ def test_orders_round_trip_exactly(store: Store) -> None:
     assert exact(stored) == exact(order)
 
 
+def test_a_payment_is_identified_by_its_provider_and_id(store: Store) -> None:
+    # Two providers may use the same payment id; each is its own payment.
+    ours = make_payment("777", order_id="o1", provider="nowpayments")
+    theirs = make_payment("777", order_id="o2", provider="btcpay")
+    order = make_order(payment_id="777", payment_provider="btcpay")
+    with store.transaction() as tx:
+        tx.insert_payment(ours)
+        tx.insert_payment(theirs)
+        tx.insert_order(order)
+        with pytest.raises(ConcurrentUpdate):
+            tx.insert_payment(make_payment("777", order_id="o3", provider="btcpay"))
+    with store.transaction() as tx:
+        assert exact(tx.get_payment("btcpay", "777")) == exact(theirs)
+        assert tx.get_payment("other", "777") is None
+        updated = tx.update_payment(replace(theirs, status=PaymentStatus.FINISHED))
+        stored = tx.get_order("o1")
+    with store.transaction() as tx:
+        assert exact(tx.get_payment("btcpay", "777")) == exact(updated)
+        assert exact(tx.get_payment("nowpayments", "777")) == exact(ours)
+        assert exact(tx.list_payments()) == exact([ours, updated])
+    assert stored is not None
+    assert (stored.payment_provider, stored.payment_id) == ("btcpay", "777")
+
+
 def test_inserting_an_order_twice_is_a_conflict(store: Store) -> None:
     with store.transaction() as tx:
         tx.insert_order(make_order())
@@ -502,7 +527,7 @@ def test_payments_round_trip_and_compare_and_set(store: Store) -> None:
     )
     third = make_payment("5800567262", created_at=at(1))
     with store.transaction() as tx:
-        assert tx.get_payment(first.id) is None
+        assert tx.get_payment(first.provider, first.id) is None
         assert tx.list_payments() == []
         tx.insert_payment(first)
         tx.insert_payment(second)
@@ -510,7 +535,7 @@ def test_payments_round_trip_and_compare_and_set(store: Store) -> None:
         with pytest.raises(ConcurrentUpdate):
             tx.insert_payment(make_payment(order_id="o9"))
     with store.transaction() as tx:
-        assert exact(tx.get_payment(second.id)) == exact(second)
+        assert exact(tx.get_payment(second.provider, second.id)) == exact(second)
         assert exact(tx.list_payments()) == exact([first, second, third])
         assert exact(tx.list_payments(order_id="o1")) == exact([first, third])
         assert tx.list_payments(order_id="o9") == []
@@ -528,7 +553,7 @@ def test_payments_round_trip_and_compare_and_set(store: Store) -> None:
         with pytest.raises(ConcurrentUpdate):
             tx.update_payment(make_payment("missing"))
     with store.transaction() as tx:
-        assert exact(tx.get_payment(first.id)) == exact(stored)
+        assert exact(tx.get_payment(first.provider, first.id)) == exact(stored)
         # An update keeps the payment's place in the listing.
         assert [p.id for p in tx.list_payments()] == [first.id, second.id, third.id]
 
@@ -581,8 +606,9 @@ def test_webhooks_are_listed_per_order_in_arrival_order(store: Store) -> None:
         order_id=None,
         provider_status=None,
         dedupe_key=None,
+        provider=None,
     )
-    other = make_webhook(order_id="o2", received_at=at(1))
+    other = make_webhook(order_id="o2", received_at=at(1), provider="btcpay")
     later = make_webhook(received_at=at(2), outcome=WebhookOutcome.DUPLICATE)
     with store.transaction() as tx:
         assert tx.list_webhooks("o1") == []
@@ -1000,7 +1026,7 @@ class StoresAgree(RuleBasedStateMachine):
         self, payment_id: str, paid: Decimal, status: PaymentStatus, stale: bool
     ) -> None:
         def update(tx: Any) -> object:
-            current = tx.get_payment(payment_id) or make_payment(payment_id)
+            current = tx.get_payment("nowpayments", payment_id) or make_payment(payment_id)
             return tx.update_payment(
                 replace(current, actually_paid=paid, status=status, version=current.version - stale)
             )

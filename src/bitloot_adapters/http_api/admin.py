@@ -99,7 +99,8 @@ def _order_with_payment(api: ShopApi, order: Order) -> dict[str, object]:
 def admin_order(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
     del request
     view = api.checkout.admin_order(params["order_id"])
-    payment = next((p for p in view.payments if p.id == view.order.payment_id), None)
+    bound = (view.order.payment_provider, view.order.payment_id)
+    payment = next((p for p in view.payments if (p.provider, p.id) == bound), None)
     return json_response(
         200,
         order_json(view.order, payment)
@@ -117,6 +118,7 @@ def admin_order(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> H
                     "signature_valid": w.signature_valid,
                     "provider_status": w.provider_status,
                     "payment_id": w.payment_id,
+                    "provider": w.provider,
                     "body_sha256": w.body_sha256,
                 }
                 for w in view.webhooks

@@ -13,7 +13,7 @@ from typing import Final
 from bitloot_core import chart
 from bitloot_core.chart import Flag, OrderEvent, OrderStatus
 from bitloot_core.errors import InvalidInput, InvalidState
-from bitloot_core.service.context import Context, order_of
+from bitloot_core.service.context import Context, order_of, payment_of
 from bitloot_core.service.outbox import transition
 from bitloot_core.service.results import AdminOrderView
 from bitloot_core.values import Job, JobState, Order, Payment
@@ -48,7 +48,7 @@ def list_orders(
 def payments_of(ctx: Context, orders: Sequence[Order]) -> dict[str, Payment]:
     """The current payment of each order that has one, by order id."""
     with ctx.store.transaction() as tx:
-        found = {o.id: tx.get_payment(o.payment_id) for o in orders if o.payment_id is not None}
+        found = {o.id: payment_of(tx, o) for o in orders}
     return {order_id: payment for order_id, payment in found.items() if payment is not None}
 
 

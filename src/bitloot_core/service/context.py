@@ -146,4 +146,6 @@ def order_of(tx: StoreTx, order_id: str) -> Order:
 
 def payment_of(tx: StoreTx, order: Order) -> Payment | None:
     """The payment bound to ``order`` (stored with it, so never missing once bound)."""
-    return tx.get_payment(order.payment_id) if order.payment_id is not None else None
+    if order.payment_id is None or order.payment_provider is None:
+        return None
+    return tx.get_payment(order.payment_provider, order.payment_id)

@@ -195,7 +195,13 @@ def open_payment(
             raise InvalidState(f"an order in status {current.status} cannot open a payment")
         tx.insert_payment(payment)
         tx.update_order(
-            replace(current, status=transition.status, payment_id=payment.id, updated_at=now)
+            replace(
+                current,
+                status=transition.status,
+                payment_id=payment.id,
+                payment_provider=name,
+                updated_at=now,
+            )
         )
         ctx.audit(tx, order.id, "payment_opened", f"payment {payment.id}")
     ctx.observer.observe("payment_opened", order_id=order.id, payment_id=payment.id)

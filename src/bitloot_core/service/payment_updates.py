@@ -44,18 +44,38 @@ def handle_webhook(
     if setup is None:
         reason = f"no payment provider {provider[:40]!r}"
         return _reject(
-            ctx, now, body_hash, signature_valid=False, code="unknown_provider", reason=reason
+            ctx,
+            now,
+            body_hash,
+            provider=None,
+            signature_valid=False,
+            code="unknown_provider",
+            reason=reason,
         )
     try:
         notice = setup.provider.read_webhook(raw_body, headers)
     except BadSignature as exc:
         return _reject(
-            ctx, now, body_hash, signature_valid=False, code=exc.code, reason=exc.message
+            ctx,
+            now,
+            body_hash,
+            provider=provider,
+            signature_valid=False,
+            code=exc.code,
+            reason=exc.message,
         )
     except MalformedWebhook as exc:
-        return _reject(ctx, now, body_hash, signature_valid=True, code=exc.code, reason=exc.message)
+        return _reject(
+            ctx,
+            now,
+            body_hash,
+            provider=provider,
+            signature_valid=True,
+            code=exc.code,
+            reason=exc.message,
+        )
     if notice.ignore is not None:
-        return _ignore(ctx, now, body_hash, reason=notice.ignore)
+        return _ignore(ctx, now, body_hash, provider=provider, reason=notice.ignore)
     update = notice.update
     if update is None:
         # The webhook only says that something happened: ask the provider what.
@@ -64,7 +84,15 @@ def handle_webhook(
         except BitlootError as exc:
             ctx.observer.observe("reread_failed", payment_id=notice.payment_id, error=exc.code)
             reason = f"could not re-read payment {notice.payment_id}: {exc.message}"
-            return _reject(ctx, now, body_hash, signature_valid=True, code=exc.code, reason=reason)
+            return _reject(
+                ctx,
+                now,
+                body_hash,
+                provider=provider,
+                signature_valid=True,
+                code=exc.code,
+                reason=reason,
+            )
     return apply_update(
         ctx, update, dedupe=notice.dedupe_key, body_hash=body_hash, now=now, source="ipn"
     )
@@ -108,7 +136,9 @@ def webhook_signed(
     return True
 
 
-def _ignore(ctx: Context, now: datetime, body_hash: str, *, reason: str) -> IpnResult:
+def _ignore(
+    ctx: Context, now: datetime, body_hash: str, *, provider: str, reason: str
+) -> IpnResult:
     """A genuine webhook about nothing the shop keeps: acknowledged, logged, not applied."""
     with ctx.store.transaction() as tx:
         tx.log_webhook(
@@ -118,6 +148,7 @@ def _ignore(ctx: Context, now: datetime, body_hash: str, *, reason: str) -> IpnR
                 signature_valid=True,
                 outcome=WebhookOutcome.IGNORED,
                 reason=reason,
+                provider=provider,
             )
         )
     ctx.observer.observe("ipn", outcome="ignored", reason="not_a_payment")
@@ -129,6 +160,7 @@ def _reject(
     now: datetime,
     body_hash: str,
     *,
+    provider: str | None,
     signature_valid: bool,
     code: str,
     reason: str,
@@ -141,6 +173,7 @@ def _reject(
                 signature_valid=signature_valid,
                 outcome=WebhookOutcome.REJECTED,
                 reason=reason,
+                provider=provider,
             )
         )
     ctx.observer.observe("ipn", outcome="rejected", reason=code)
@@ -206,6 +239,7 @@ def _apply_once(
                 order_id=result.order_id,
                 provider_status=event.provider_status,
                 dedupe_key=dedupe,
+                provider=event.provider,
             )
         )
     ctx.observer.observe(
@@ -218,11 +252,11 @@ def _bound_order(
     tx: StoreTx, event: PaymentUpdate
 ) -> tuple[Order | None, Payment | None, str | None]:
     """The order and payment this IPN is about, and why it is not bound (None: bound)."""
-    payment = tx.get_payment(event.payment_id)
+    payment = tx.get_payment(event.provider, event.payment_id)
     if payment is None and event.parent_payment_id is not None:
-        payment = tx.get_payment(event.parent_payment_id)
+        payment = tx.get_payment(event.provider, event.parent_payment_id)
     if payment is None:
-        return None, None, "no payment of ours has this payment_id"
+        return None, None, f"no {event.provider} payment of ours has this payment_id"
     order = tx.get_order(payment.order_id)
     if order is None:  # pragma: no cover - payments are only stored with their order
         return None, payment, "the payment's order is missing"
