@@ -142,6 +142,7 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "signature_valid": {"type": "boolean"},
             "provider_status": _NULLABLE_TEXT,
             "payment_id": _NULLABLE_TEXT,
+            "provider": _NULLABLE_TEXT,
             "body_sha256": _TEXT,
         }
     ),
