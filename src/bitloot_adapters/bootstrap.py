@@ -295,7 +295,6 @@ def _metrics(store: Store) -> Metrics:
 
 def _config(settings: Settings) -> CheckoutConfig:
     return CheckoutConfig(
-        ipn_secret=settings.ipn_secret,
         signing_key=settings.signing_key,
         public_url=settings.public_url,
         pay_currency=settings.pay_currency,

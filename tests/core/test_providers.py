@@ -15,7 +15,7 @@ from bitloot_core.errors import BadSignature, InvalidInput, MalformedWebhook, Pr
 from bitloot_core.providers import PaymentUpdate, ProviderStatus, WebhookNotice, nowpayments
 from bitloot_core.providers.nowpayments import NowPayments
 from bitloot_core.service import Checkout, CheckoutConfig, ProviderSetup
-from bitloot_core.testing import FakeGateway, MemoryStore, SequentialIds
+from bitloot_core.testing import FakeGateway, MemoryStore, SequentialIds, SettableClock
 from bitloot_core.values import OpenedPayment, WebhookOutcome
 
 STATUSES = {
@@ -236,3 +236,27 @@ def test_the_webhook_log_records_the_provider() -> None:
         ("rereading", "bad signature"),
         (None, "no payment pr"),
     ]
+
+
+def test_a_shop_without_nowpayments_needs_no_ipn_secret() -> None:
+    # The IPN secret is NOWPayments' own, held by its provider: a shop that takes payments
+    # with another provider only configures that one.
+    config = CheckoutConfig(signing_key=SIGNING_KEY, public_url="https://shop.example")
+    gateway = ReReadingGateway()
+    parts = {
+        "store": MemoryStore(),
+        "supplier": None,
+        "vault": None,
+        "mailer": None,
+        "clock": SettableClock(),
+        "config": config,
+        "new_id": SequentialIds(),
+    }
+    checkout = Checkout(  # type: ignore[arg-type]
+        **parts, providers=[ProviderSetup(provider=ReReading(), gateway=gateway)]
+    )
+    assert checkout.provider_names == ("rereading",)
+    assert checkout.handle_ipn(b"{}", {}).code == "unknown_provider"
+    # The NOWPayments shorthand (a gateway alone) still needs the secret, and says so.
+    with pytest.raises(ValueError, match="ipn_secret"):
+        Checkout(**parts, gateway=FakeGateway())  # type: ignore[arg-type]

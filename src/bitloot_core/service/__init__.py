@@ -118,6 +118,9 @@ class Checkout:
         """
         setups = list(providers)
         if gateway is not None:
+            if config.ipn_secret is None:
+                msg = "a gateway alone is NOWPayments', which needs config.ipn_secret"
+                raise ValueError(msg)
             setups.insert(
                 0,
                 ProviderSetup(provider=NowPayments(ipn_secret=config.ipn_secret), gateway=gateway),

@@ -58,11 +58,15 @@ class CompletionEmail(Protocol):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CheckoutConfig:
-    """Secrets and rules the service needs; nothing here is read from the environment."""
+    """Secrets and rules the service needs; nothing here is read from the environment.
 
-    ipn_secret: str = field(repr=False)
+    ``ipn_secret`` is NOWPayments' and is needed only by the NOWPayments shorthand
+    (``Checkout(gateway=...)``); a provider passed in ``providers`` holds its own secret.
+    """
+
     signing_key: bytes = field(repr=False)
     public_url: str
+    ipn_secret: str | None = field(default=None, repr=False)
     pay_currency: str = "btc"
     order_ttl: timedelta = rules.ORDER_TTL
     key_url_ttl: timedelta = rules.KEY_URL_TTL
@@ -80,7 +84,7 @@ class CheckoutConfig:
     completion_email: CompletionEmail | None = None
 
     def __post_init__(self) -> None:
-        if not self.ipn_secret.strip():
+        if self.ipn_secret is not None and not self.ipn_secret.strip():
             raise ValueError("ipn_secret must not be empty")
         if len(self.signing_key) < MIN_SIGNING_KEY_BYTES:
             raise ValueError("signing_key must be at least 32 bytes")
