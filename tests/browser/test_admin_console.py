@@ -84,7 +84,7 @@ def audit_actions(server: RunningServer, order_id: str) -> list[str]:
 # --- signing in -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("server", ["fastapi", "flask"], indirect=True)
+@pytest.mark.parametrize("server", ["fastapi", "flask", "django"], indirect=True)
 def test_a_wrong_token_says_so_and_the_right_one_goes_only_in_the_header(
     page: Page, server: RunningServer, screenshot: Screenshot
 ) -> None:

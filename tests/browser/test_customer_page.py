@@ -261,13 +261,13 @@ def test_failed_payment(page: Page, server: RunningServer) -> None:
     expect(page.get_by_role("button", name=re.compile("Reveal"))).to_have_count(0)
 
 
-@pytest.mark.parametrize("server", ["flask"], indirect=True)
-def test_the_flask_server_serves_the_same_page(
+@pytest.mark.parametrize("server", ["flask", "django"], indirect=True)
+def test_the_flask_and_django_servers_serve_the_same_page(
     page: Page, server: RunningServer, screenshot: Screenshot
 ) -> None:
     for name, kind in (("app.js", "text/javascript"), ("app.css", "text/css")):
         answer = server.http.get(f"/static/{name}")
-        assert answer.status_code == 200, f"the Flask server does not serve /static/{name}"
+        assert answer.status_code == 200, f"{server.kind} does not serve /static/{name}"
         assert answer.headers["content-type"].startswith(kind)
     fill_cart(page, "counter-strike-source")
     pay_with_crypto(page)
@@ -277,7 +277,7 @@ def test_the_flask_server_serves_the_same_page(
     page.get_by_test_id("reveal-counter-strike-source").click()
     key = page.get_by_test_id("key-counter-strike-source").get_by_test_id("key-text")
     expect(key).to_have_text(re.compile(r"\S{5,}"))
-    screenshot(page, "flask")
+    screenshot(page, server.kind)
 
 
 def test_an_underpaid_order_resolved_by_the_admin_updates_the_page(

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from support.postgres import PgCluster
 from support.servers import RunningServer, postgres_env, running_server
 
-KINDS = ["fastapi", "flask", "fastapi-postgres"]
+KINDS = ["fastapi", "flask", "django", "fastapi-postgres"]
 
 
 @contextmanager

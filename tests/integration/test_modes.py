@@ -52,6 +52,7 @@ def entry_points(data_dir: Path) -> dict[str, list[str]]:
     return {
         "fastapi": [sys.executable, str(EXAMPLES / "fastapi_server.py"), *server],
         "flask": [sys.executable, str(EXAMPLES / "flask_server.py"), *server],
+        "django": [sys.executable, str(EXAMPLES / "django_server.py"), *server],
         "worker": [str(BITLOOT), "--data-dir", str(data_dir), "worker", "--once"],
         "orders": [str(BITLOOT), "--data-dir", str(data_dir), "orders"],
     }
@@ -61,7 +62,7 @@ def files_in(data_dir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(data_dir.iterdir()) if p.is_file()}
 
 
-@pytest.mark.parametrize("entry", ["fastapi", "flask", "worker", "orders"])
+@pytest.mark.parametrize("entry", ["fastapi", "flask", "django", "worker", "orders"])
 def test_a_live_data_dir_refuses_a_sandbox_start(tmp_path: Path, entry: str) -> None:
     """The reported accident: the live variables forgotten, on the live shop's data dir."""
     data_dir = tmp_path / "live"

@@ -35,18 +35,20 @@ def start(
     env: Mapping[str, str] | None = None,
     *,
     worker: bool = True,
+    kind: str = "fastapi",
 ) -> RunningServer:
-    running = stack.enter_context(running_server("fastapi", data_dir, env, worker=worker))
+    running = stack.enter_context(running_server(kind, data_dir, env, worker=worker))
     assert running.shop.sandbox is not None
     running.shop.sandbox.supplier.key_delay = 0.0
     return running
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "django"])
 def start_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StartServer]:
     """Start servers with their own env and worker choice; all stop after the test.
 
-    On PostgreSQL each server gets a database of its own, dropped after the test."""
+    FastAPI on SQLite and on PostgreSQL (each server a database of its own, dropped after
+    the test), and the Django server on SQLite: the same core under another framework."""
     count = 0
     cluster: PgCluster | None = None
     if request.param == "postgres":
@@ -59,7 +61,8 @@ def start_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sta
             url = cluster.new_database()
             stack.callback(cluster.drop_database, url)
             env = {**postgres_env(url), **(env or {})}
-        return start(stack, tmp_path / f"data-{count}", env, worker=worker)
+        kind = "django" if request.param == "django" else "fastapi"
+        return start(stack, tmp_path / f"data-{count}", env, worker=worker, kind=kind)
 
     with ExitStack() as stack:
         yield starter

@@ -1,6 +1,6 @@
 """Start the example servers in-process on loopback, over real HTTP, for tests.
 
-``running_server("fastapi" | "flask", data_dir, env)`` builds the shop exactly as the
+``running_server("fastapi" | "flask" | "django", data_dir, env)`` builds the shop exactly as the
 example scripts do (sandbox mode unless ``env`` says otherwise), serves it on a free
 port in a thread, and yields a ``RunningServer`` with the base URL, the shop and an
 ``httpx.Client`` pointed at it, which checks every answer against the server's OpenAPI
@@ -129,6 +129,18 @@ def _serve_fastapi(shop: Shop, port: int) -> tuple[threading.Thread, object]:
     return thread, server
 
 
+def _serve_django(shop: Shop, port: int) -> tuple[threading.Thread, object]:
+    import uvicorn  # noqa: PLC0415
+
+    app = load_example("django_server").create_app(shop)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    return thread, server
+
+
 def _serve_flask(shop: Shop, port: int) -> tuple[threading.Thread, object]:
     from werkzeug.serving import make_server  # noqa: PLC0415
 
@@ -139,8 +151,13 @@ def _serve_flask(shop: Shop, port: int) -> tuple[threading.Thread, object]:
     return thread, server
 
 
+# Each example server, by the name tests give it.
+SERVERS = {"fastapi": _serve_fastapi, "flask": _serve_flask, "django": _serve_django}
+UVICORN_KINDS = frozenset({"fastapi", "django"})
+
+
 def _stop(kind: str, thread: threading.Thread, server: object) -> None:
-    if kind == "fastapi":
+    if kind in UVICORN_KINDS:
         server.should_exit = True  # type: ignore[attr-defined]
     else:
         server.shutdown()  # type: ignore[attr-defined]
@@ -178,7 +195,7 @@ def running_server(
     shop = build_shop(settings, page_dir=PAGE_DIR)
     if worker:
         shop.start_worker(poll_seconds=worker_poll)
-    serve = _serve_fastapi if kind == "fastapi" else _serve_flask
+    serve = SERVERS[kind]
     thread, server = serve(shop, port)
     url = f"http://127.0.0.1:{port}"
     http = httpx.Client(base_url=url, timeout=30)

@@ -60,6 +60,24 @@ def _next(stream: Iterator[bytes]) -> bytes | None:
     return next(stream, None)
 
 
+async def read_request(scope: Scope, receive: Receive) -> HttpRequest:
+    """The ``HttpRequest`` of an ASGI ``http`` scope, its body read up to the limit (for
+    a host framework that reads the request itself, such as Django's ASGI handler)."""
+    body, too_large = await _read_body(scope, receive)
+    return HttpRequest(
+        method=str(scope["method"]).upper(),
+        path=str(scope.get("path") or "/"),
+        query=_query(scope.get("query_string", b"")),
+        headers={
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in scope.get("headers", [])
+        },
+        body=body,
+        body_too_large=too_large,
+        client=str((scope.get("client") or ("",))[0]),
+    )
+
+
 def make_asgi_app(api: ShopApi) -> AsgiApp:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -67,19 +85,8 @@ def make_asgi_app(api: ShopApi) -> AsgiApp:
             return
         if scope["type"] != "http":
             return  # websockets are not part of the API
-        body, too_large = await _read_body(scope, receive)
-        request = HttpRequest(
-            method=str(scope["method"]).upper(),
-            path=str(scope.get("path") or "/"),
-            query=_query(scope.get("query_string", b"")),
-            headers={
-                name.decode("latin-1").lower(): value.decode("latin-1")
-                for name, value in scope.get("headers", [])
-            },
-            body=body,
-            body_too_large=too_large,
-            client=str((scope.get("client") or ("",))[0]),
-        )
+        request = await read_request(scope, receive)
+        too_large = request.body_too_large
         try:
             answer = await asyncio.to_thread(api.handle, request)
         except Exception:  # noqa: BLE001 - handle never raises; a server fault still gets JSON
