@@ -241,10 +241,23 @@ def test_without_tolerance_any_shortfall_is_underpaid(server: RunningServer) -> 
 def test_order_ttl_takes_effect(kind: str, tmp_path: Path) -> None:
     with running_server(kind, tmp_path / "data", {"BITLOOT_ORDER_TTL_MINUTES": "5"}) as s:
         order = create_order(s, GIFT_CARD)
-        open_payment(s, order)
         advance(s, 4 * 60)
-        assert get_order(s, order)["status"] == "waiting"
+        assert get_order(s, order)["status"] == "created"
         advance(s, 61)
+        assert get_order(s, order)["status"] == "expired"
+
+
+def test_an_open_payment_keeps_its_order_past_the_ttl(kind: str, tmp_path: Path) -> None:
+    """The order lives until the later of creation + TTL and the payment's valid_until."""
+    with running_server(kind, tmp_path / "data", {"BITLOOT_ORDER_TTL_MINUTES": "5"}) as s:
+        order = create_order(s, GIFT_CARD)
+        payment = open_payment(s, order)
+        valid_until = datetime.fromisoformat(payment["valid_until"])
+        now = datetime.fromisoformat(advance(s, 0)["now"])
+        assert valid_until - now > timedelta(minutes=5), "the sandbox's window outlasts the TTL"
+        advance(s, 6 * 60)
+        assert get_order(s, order)["status"] == "waiting"
+        advance(s, int((valid_until - now).total_seconds()) - 6 * 60 + 61)
         expired = get_order(s, order)
         assert expired["status"] == "expired"
         assert expired["payment"]["status"] == "failed"
