@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -23,10 +24,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "contract"))
 
 from flow import STARDEW, create_order, open_payment, pay, wait_for
+from realkit import (
+    BUYER,
+    CATALOGUE,
+    KINGUIN_API_KEY,
+    NOWPAYMENTS_API_KEY,
+    ShopServer,
+    live_env,
+)
+from realkit import IPN_SECRET as KIT_IPN_SECRET
 
+from bitloot_adapters.bootstrap import build_shop
 from bitloot_adapters.sandbox import SandboxServer
 from bitloot_adapters.sandbox.remote import RemoteSandbox
 from bitloot_adapters.sandbox.standalone import SandboxConfigError, shared_sandbox
+from bitloot_adapters.settings import load_settings
 from support.servers import free_port, running_server
 
 BITLOOT = Path(sys.executable).with_name("bitloot")
@@ -177,3 +189,43 @@ def test_kinguin_latency_is_a_control(tmp_path: Path) -> None:
                 assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
         finally:
             app.close()
+
+
+def test_a_live_shops_integration_tests_use_the_shared_sandbox(tmp_path: Path) -> None:
+    """A live-mode shop pointed at the sandbox through the base-URL variables, with its
+    own API keys (the sandbox set to accept exactly those), sells a Kinguin key."""
+    sandbox_env = {
+        "BITLOOT_NOWPAYMENTS_IPN_SECRET": KIT_IPN_SECRET,
+        "BITLOOT_NOWPAYMENTS_API_KEY": NOWPAYMENTS_API_KEY,
+        "BITLOOT_KINGUIN_API_KEY": KINGUIN_API_KEY,
+    }
+    with httpx.Client(timeout=10) as http:
+        shared = shared_sandbox(sandbox_env, http=http)
+        try:
+            with SandboxServer(shared) as sandbox, ShopServer() as server:
+                urls = SimpleNamespace(
+                    payments_url=f"{sandbox.url}/nowpayments", supplier_url=f"{sandbox.url}/kinguin"
+                )
+                env = live_env(urls, server.url, mail_dir=str(tmp_path / "mail"))  # type: ignore[arg-type]
+                shop = build_shop(load_settings(data_dir=tmp_path / "data", env=env))
+                try:
+                    assert (shop.settings.mode, shop.sandbox) == ("live", None)
+                    server.attach(shop.checkout, shop.store, shop.vault, shop.clock)  # type: ignore[arg-type]
+                    for product in CATALOGUE:
+                        shop.checkout.save_product(product)
+                    created = shop.checkout.create_order(email=BUYER, items=[(STARDEW, 1)])
+                    order_id = created.order.id
+                    payment = shop.checkout.open_payment(order_id, created.access_token).payment
+                    paid = http.post(f"{sandbox.url}/sandbox/payments/{payment.id}/pay")
+                    assert {ipn["answered"] for ipn in paid.json()["ipns"]} == {200}
+                    deadline = time.monotonic() + 20
+                    while shop.checkout.admin_order(order_id).order.status != "fulfilled":
+                        assert time.monotonic() < deadline, "never fulfilled"
+                        shop.worker.run_once()
+                        time.sleep(0.1)
+                finally:
+                    shop.close()
+                placed = http.get(f"{sandbox.url}/sandbox/kinguin/orders").json()
+                assert [o["order_external_id"] for o in placed] == [order_id]
+        finally:
+            shared.close()
