@@ -683,6 +683,13 @@ class PostgresTx:
         ).fetchone()
         return None if claimed is None else str(claimed[0])
 
+    def release_pool_keys(self, claimed_by_prefix: str) -> int:
+        return self._execute(
+            "UPDATE pool_keys SET claimed_by = NULL, claimed_at = NULL"
+            " WHERE starts_with(claimed_by, %s)",
+            (claimed_by_prefix,),
+        ).rowcount
+
     # orders and payments
 
     def get_order(self, order_id: str) -> Order | None:

@@ -804,6 +804,13 @@ class SqliteTx:
         ).fetchone()
         return None if claimed is None else str(claimed[0])
 
+    def release_pool_keys(self, claimed_by_prefix: str) -> int:
+        return self._execute(
+            "UPDATE pool_keys SET claimed_by = NULL, claimed_at = NULL"
+            " WHERE substr(claimed_by, 1, length(?)) = ?",
+            (claimed_by_prefix, claimed_by_prefix),
+        ).rowcount
+
     # orders and payments
 
     def get_order(self, order_id: str) -> Order | None:

@@ -48,6 +48,10 @@ Rule 13. An order expires (``sweep_expired``) only once both its own TTL and its
         payment's window have run out (``expires_at``): a payment opened late extends
         the order up to the provider's ``valid_until`` (or the TTL again, counted from
         the payment, when the provider names no window).
+Rule 14. A custom product's pool keys are reserved for an order when its payment opens
+        (no payment is opened for keys the pool does not hold: ``sold_out``) and put back
+        (``release_pool_keys``) when the order enters ``expired``, ``failed`` or
+        ``underpaid`` with them undelivered; fulfillment takes the reserved keys.
 """
 
 from __future__ import annotations
@@ -136,6 +140,8 @@ class Effect(enum.StrEnum):
 
     ENQUEUE_FULFILLMENT = "enqueue_fulfillment"
     ENQUEUE_COMPLETION_EMAIL = "enqueue_completion_email"
+    # Done in the transaction that makes the move, not by a job (rule 14).
+    RELEASE_POOL_KEYS = "release_pool_keys"
 
 
 class JobKind(enum.StrEnum):
@@ -272,6 +278,9 @@ ON_ENTER: Final = MappingProxyType(
     {
         S.PAID: (Effect.ENQUEUE_FULFILLMENT,),
         S.FULFILLED: (Effect.ENQUEUE_COMPLETION_EMAIL,),
+        S.EXPIRED: (Effect.RELEASE_POOL_KEYS,),
+        S.FAILED: (Effect.RELEASE_POOL_KEYS,),
+        S.UNDERPAID: (Effect.RELEASE_POOL_KEYS,),
     }
 )
 # Admin retries re-enter nothing, yet must enqueue their job again.

@@ -7,7 +7,8 @@
     │   ├── Unauthorized              401 unauthorized
     │   └── Conflict                  409 conflict
     │       ├── IdempotencyConflict   409 idempotency_conflict
-    │       └── InvalidState          409 invalid_state
+    │       ├── InvalidState          409 invalid_state
+    │       └── SoldOut               409 sold_out: the pool holds fewer keys than ordered
     │   └── RateLimited               429 rate_limited (``retry_after`` seconds)
     ├── WebhookRejected               the provider's (or an attacker's) webhook is unusable
     │   ├── BadSignature              401 bad_signature
@@ -95,6 +96,12 @@ class IdempotencyConflict(Conflict):
 
 class InvalidState(Conflict):
     code = "invalid_state"
+
+
+class SoldOut(Conflict):
+    """A custom product's pool holds fewer free keys than the order needs."""
+
+    code = "sold_out"
 
 
 class WebhookRejected(BitlootError):

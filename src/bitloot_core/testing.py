@@ -97,6 +97,15 @@ class MemoryTx:
                 return ref
         return None
 
+    def release_pool_keys(self, claimed_by_prefix: str) -> int:
+        released = 0
+        for pool in self.t.pool.values():
+            for index, (ref, claimant) in enumerate(pool):
+                if claimant is not None and claimant.startswith(claimed_by_prefix):
+                    pool[index] = (ref, None)
+                    released += 1
+        return released
+
     # orders and payments
     def get_order(self, order_id: str) -> Order | None:
         return self.t.orders.get(order_id)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
 from flow import (
     GIFT_CARD,
+    HOLLOW_KNIGHT,
     SOLD_OUT,
     STARDEW,
     admin_order,
@@ -26,6 +29,7 @@ from flow import (
     wait_for,
 )
 
+from bitloot_adapters.bootstrap import DEMO_PRODUCTS
 from bitloot_core.errors import MailerError
 from support.servers import RunningServer
 
@@ -87,11 +91,32 @@ def add_keys(server: RunningServer, product: str, keys: list):
 # --- lists ----------------------------------------------------------------------------------
 
 
+@contextmanager
+def out_of_stock_at_kinguin(server: RunningServer, product: str) -> Iterator[None]:
+    """Kinguin holds no key of ``product`` meanwhile: its purchase is refused at once."""
+    assert server.shop.sandbox is not None
+    kinguin = server.shop.sandbox.supplier
+    ref = next(p.supplier_ref for p in DEMO_PRODUCTS if p.id == product)
+    assert ref is not None
+    kinguin.set_stock(ref, 0)
+    try:
+        yield
+    finally:
+        kinguin.set_stock(ref, 100)
+
+
+def flagged(server: RunningServer) -> dict:
+    """A paid order held with ``fulfillment_failed`` (Kinguin was out of stock)."""
+    with out_of_stock_at_kinguin(server, HOLLOW_KNIGHT):
+        order = paid(server, HOLLOW_KNIGHT)
+        wait_for(server, order, "paid", until=lambda o: "fulfillment_failed" in o["flags"])
+    return order
+
+
 def test_order_list_filters_by_status_and_flag(server: RunningServer) -> None:
     fulfilled = buy(server, GIFT_CARD)
     created = create_order(server, GIFT_CARD)
-    failed = paid(server, SOLD_OUT)
-    wait_for(server, failed, "paid", until=lambda o: "fulfillment_failed" in o["flags"])
+    failed = flagged(server)
     everything = admin_orders(server)
     # Newest first, each with its payment (none yet for the order just created).
     assert [o["id"] for o in everything] == [failed["id"], created["id"], fulfilled["id"]]
@@ -278,29 +303,37 @@ def test_retry_is_refused_for_an_order_that_is_not_stuck(server: RunningServer) 
 # --- the key pool ---------------------------------------------------------------------------
 
 
-def test_empty_pool_dead_letters_then_added_keys_and_a_retry_fulfill(
-    server: RunningServer,
-) -> None:
-    order = paid(server, SOLD_OUT)
-    stuck = wait_for(server, order, "paid", until=lambda o: "fulfillment_failed" in o["flags"])
-    assert stuck["items"][0]["delivered"] is False
-    [job] = [j for j in dead_jobs(server) if j["order_id"] == order["id"]]
-    assert job["key"] == f"fulfill:{order['id']}"
-    assert "pool_empty" in job["last_error"]
-    assert [o["id"] for o in admin_orders(server, flag="fulfillment_failed")] == [order["id"]]
+def test_sold_out_is_refused_until_keys_are_added(server: RunningServer) -> None:
+    before = len(admin_orders(server))
+    refused = server.http.post(
+        "/api/orders",
+        json={"email": "buyer@example.com", "items": [{"product_id": SOLD_OUT, "quantity": 1}]},
+    )
+    assert_error(refused, 409, "sold_out")
+    assert len(admin_orders(server)) == before  # nothing was created
 
     response = add_keys(server, SOLD_OUT, ["FOUNDER-1", "FOUNDER-2"])
     assert response.status_code == 201
     assert response.json() == {"added": 2}
     products = {p["id"]: p for p in server.http.get("/api/products").json()}
     assert products[SOLD_OUT]["available"] is True
+    done = buy(server, SOLD_OUT)
+    assert done["flags"] == []
+    key = server.http.get(key_path(reveal(server, done).json()["url"])).text
+    assert key == "FOUNDER-1"
+
+
+def test_a_flagged_order_is_retried_by_the_admin(server: RunningServer) -> None:
+    order = flagged(server)
+    [job] = [j for j in dead_jobs(server) if j["order_id"] == order["id"]]
+    assert job["key"] == f"fulfill:{order['id']}"
+    assert "product_unavailable" in job["last_error"]
+    assert order["id"] in [o["id"] for o in admin_orders(server, flag="fulfillment_failed")]
 
     assert retry(server, order["id"]).status_code == 200
     done = wait_for(server, order, "fulfilled")
     assert done["flags"] == []
-    key = server.http.get(key_path(reveal(server, done | order).json()["url"])).text
-    assert key in {"FOUNDER-1", "FOUNDER-2"}
-    assert dead_jobs(server) == []
+    assert [j for j in dead_jobs(server) if j["order_id"] == order["id"]] == []
 
 
 @pytest.mark.parametrize(

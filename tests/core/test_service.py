@@ -461,8 +461,17 @@ def test_custom_product_from_the_pool(kit: Kit) -> None:
 
 
 def test_empty_pool_fails_clearly_and_is_not_retried(kit: Kit) -> None:
+    # The order's reserved key went back when it expired, and another order took it;
+    # then its payment arrived late and the admin fulfilled it.
+    kit.checkout.add_pool_keys("shop-gift", ["GIFT-1"])
     created, payment = order_and_pay(kit, [("shop-gift", 1)])
+    kit.clock.advance(timedelta(hours=1))
+    kit.checkout.sweep()
+    _, other = order_and_pay(kit, [("shop-gift", 1)])
+    send_ipn(kit, other, "finished")
+    run_jobs(kit)
     send_ipn(kit, payment, "finished")
+    kit.checkout.resolve(created.order.id, action="fulfill", note="paid late")
     runs = kit.checkout.run_due_jobs()
     assert [r.outcome for r in runs] == ["dead"]
     assert runs[0].error is not None

@@ -78,6 +78,7 @@ def test_an_order_cannot_mix_currencies(kit: Kit) -> None:
             source=ProductSource.CUSTOM,
         )
     )
+    kit.checkout.add_pool_keys("euro-game", ["EURO-1"])
     with pytest.raises(InvalidInput, match="one currency"):
         kit.checkout.create_order(email="e@example.com", items=[("hades", 1), ("euro-game", 1)])
 

@@ -33,7 +33,7 @@ from realkit import (
 from bitloot_adapters.mailers import SmtpMailer
 from bitloot_adapters.sqlite_store import SqliteStore
 from bitloot_core.chart import Flag, OrderStatus, PaymentStatus
-from bitloot_core.errors import KeyUrlRejected, NotFound
+from bitloot_core.errors import KeyUrlRejected, NotFound, SoldOut
 from bitloot_core.values import JobState, WebhookOutcome
 
 FULL_IPNS = ["waiting", "confirming", "confirmed", "sending", "finished"]
@@ -414,35 +414,18 @@ def test_custom_products_claim_pool_keys_once_each(kit: RealKit) -> None:
     ] == [False]
 
 
-def test_empty_pool_is_a_dead_job_not_retried(kit: RealKit) -> None:
-    created, payment = kit.buy([("founders-pack", 1)])
-    kit.pay(payment)
-    assert kit.run_jobs() == ["dead"]
-    job = kit.job(f"fulfill:{created.order.id}")
-    assert (job.state, job.attempts) == (JobState.DEAD, 1)
-    assert job.last_error is not None
-    assert "pool" in job.last_error
-    order = kit.checkout.get_order(created.order.id, created.access_token).order
-    assert (order.status, order.flags) == (OrderStatus.PAID, {Flag.FULFILLMENT_FAILED})
-    kit.clock.advance(timedelta(hours=1))
-    assert kit.run_jobs() == []
-    assert [o.id for o in kit.checkout.list_orders(flag=Flag.FULFILLMENT_FAILED)] == [
-        created.order.id
-    ]
-    assert kit.email_files() == []
+def test_sold_out_pool_refuses_the_order_and_buys_nothing(kit: RealKit) -> None:
+    for items in ([("founders-pack", 1)], [("stardew-valley", 1), ("founders-pack", 1)]):
+        with pytest.raises(SoldOut):
+            kit.buy(items)
+    assert kit.supplier.calls == []
+    assert kit.checkout.list_orders() == []
 
 
-def test_kinguin_and_empty_pool_in_one_order_buy_once_across_admin_retry(kit: RealKit) -> None:
+def test_kinguin_and_pool_keys_in_one_order_after_a_restock(kit: RealKit) -> None:
+    kit.checkout.add_pool_keys("founders-pack", ["FOUNDER-0001"])
     created, payment = kit.buy([("stardew-valley", 1), ("founders-pack", 1)])
     kit.pay(payment)
-    assert kit.run_jobs() == ["dead"]
-    order = kit.checkout.get_order(created.order.id, created.access_token).order
-    assert (order.status, order.flags) == (OrderStatus.PAID, {Flag.FULFILLMENT_FAILED})
-    assert len(kit.sandbox.placements(created.order.id)) == 1
-
-    # The admin restocks the pool and retries: the Kinguin order is found, not bought again.
-    kit.checkout.add_pool_keys("founders-pack", ["FOUNDER-0001"])
-    kit.checkout.retry_fulfillment(created.order.id)
     kit.run_until_idle()
     order = kit.checkout.get_order(created.order.id, created.access_token).order
     assert (order.status, order.flags) == (OrderStatus.FULFILLED, frozenset())

@@ -330,6 +330,23 @@ def test_pool_keys_are_added_once_and_claimed_once_per_claimant(store: Store) ->
         assert tx.claim_pool_key("p1", "o4/i1/0") == "pool/p1/d"
 
 
+def test_released_pool_keys_go_back_by_claimant_prefix(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.add_pool_keys("p1", ["pool/a", "pool/b", "pool/c"])
+        tx.claim_pool_key("p1", "o1/i1/0")
+        tx.claim_pool_key("p1", "o1/i1/1")
+        tx.claim_pool_key("p1", "o10/i1/0")
+        assert tx.pool_size("p1") == 0
+    with store.transaction() as tx:
+        # "o1/" names order o1's claims, not o10's; a prefix with nothing claimed is 0.
+        assert tx.release_pool_keys("o1/i1/") == 2
+        assert tx.release_pool_keys("o1/i1/") == 0
+        assert tx.release_pool_keys("o%/") == 0
+        assert tx.pool_size("p1") == 2
+        # Released keys are claimed again, by anyone.
+        assert tx.claim_pool_key("p1", "o2/i1/0") == "pool/a"
+
+
 # --- orders -----------------------------------------------------------------------------
 
 

@@ -555,7 +555,7 @@ _REFUSALS: Final = {
     403: "a key URL that is invalid or expired",
     404: "no such resource (an unknown order and a wrong access token answer alike)",
     405: "method not allowed",
-    409: "the order's state does not allow it, or an idempotency conflict",
+    409: "the order's state does not allow it, an idempotency conflict, or sold out",
     413: "the body is larger than 64 KiB",
     429: "too many requests from this client this minute (see the Retry-After header)",
     502: "the payment provider answered with an error",

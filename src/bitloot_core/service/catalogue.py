@@ -42,13 +42,11 @@ def add_pool_keys(ctx: Context, product_id: str, keys: Sequence[str], *, actor: 
         raise InvalidInput("only custom products have a key pool", code="not_custom")
     refs = []
     for key in dict.fromkeys(cleaned):  # the same key twice in one upload counts once
-        # Named after the key itself (keyed, so the name reveals nothing): uploading
-        # a key again, after a timeout say, finds it in the pool instead of selling it
-        # twice.
-        digest = hmac.new(
-            ctx.config.signing_key, f"pool-key:{product_id}\n{key}".encode(), "sha256"
-        ).hexdigest()
-        ref = f"pool/{product_id}/{digest[:32]}"
+        # Named after the key itself, whatever the product (keyed, so the name reveals
+        # nothing): uploading a key again, after a timeout say, or to a second product's
+        # pool, finds it already pooled instead of selling it twice.
+        digest = hmac.new(ctx.config.signing_key, f"pool-key\n{key}".encode(), "sha256")
+        ref = f"pool/{digest.hexdigest()[:32]}"
         ctx.vault.put(ref, key.encode(), "text/plain")
         refs.append(ref)
     with ctx.store.transaction() as tx:

@@ -13,6 +13,7 @@ from typing import Final
 
 from bitloot_core.chart import JobKind, OrderEvent, OrderStatus
 from bitloot_core.errors import PoolEmpty, SupplierError
+from bitloot_core.service import stock
 from bitloot_core.service.context import Context, order_of
 from bitloot_core.service.leases import Lease, renew_in
 from bitloot_core.service.outbox import job_key, transition
@@ -67,11 +68,13 @@ def fulfill(ctx: Context, lease: Lease) -> None:
         current = order_of(tx, order_id)
         if current.status is OrderStatus.FULFILLED:
             return  # another worker, which took over the job, fulfilled it meanwhile
-        items = tuple(replace(i, keys=delivered.get(i.id, i.keys)) for i in current.items)
-        tx.update_order(replace(current, items=items, updated_at=now))
         if current.status is not OrderStatus.PAID:
-            # Refunded while the keys were bought: they stay on the order (none lost)
-            # for the admin, and nothing is sent.
+            # Refunded while the keys were bought: the supplier's stay on the order (none
+            # lost) for the admin, the pool's go back, and nothing is sent.
+            bought = {i.id: delivered[i.id] for i in kinguin if i.id in delivered}
+            items = tuple(replace(i, keys=bought.get(i.id, i.keys)) for i in current.items)
+            tx.update_order(replace(current, items=items, updated_at=now))
+            stock.release(tx, current)
             ctx.audit(
                 tx,
                 order_id,
@@ -79,6 +82,8 @@ def fulfill(ctx: Context, lease: Lease) -> None:
                 f"the order became {current.status} during fulfillment; its keys are kept",
             )
             return
+        items = tuple(replace(i, keys=delivered.get(i.id, i.keys)) for i in current.items)
+        tx.update_order(replace(current, items=items, updated_at=now))
         transition(ctx, tx, order_id, OrderEvent.FULFILLMENT_DONE, now)
     ctx.observer.observe("order_fulfilled", order_id=order_id)
 
@@ -117,7 +122,7 @@ def _claim_from_pool(ctx: Context, order: Order, item: OrderItem) -> tuple[Deliv
     refs = []
     with ctx.store.transaction() as tx:
         for n in range(item.quantity):
-            ref = tx.claim_pool_key(item.product_id, f"{order.id}/{item.id}/{n}")
+            ref = tx.claim_pool_key(item.product_id, stock.claimant(order.id, item.id, n))
             if ref is None:
                 raise PoolEmpty(f"the key pool of {item.product_id!r} is empty")
             refs.append(ref)

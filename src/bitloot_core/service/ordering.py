@@ -20,8 +20,10 @@ from bitloot_core.errors import (
     InvalidInput,
     InvalidState,
     NotFound,
+    SoldOut,
 )
 from bitloot_core.ports import StoreTx
+from bitloot_core.service import stock
 from bitloot_core.service.context import Context, order_of, payment_of
 from bitloot_core.service.results import CreatedOrder, OpenedPaymentResult, OrderView
 from bitloot_core.values import IdempotencyRecord, Order, OrderItem, Payment
@@ -100,6 +102,7 @@ def _new_order(
         product = tx.get_product(product_id)
         if product is None:
             raise NotFound(f"no product {product_id!r}", code="unknown_product")
+        stock.check(tx, product, quantity)
         currencies.add(product.currency)
         items.append(
             OrderItem(
@@ -151,13 +154,20 @@ def open_payment(
     setup = ctx.providers.get(provider or ctx.default_provider)
     if setup is None:
         raise InvalidInput(f"no payment provider {provider!r}", code="unknown_provider")
-    with ctx.store.transaction() as tx:
-        order = authorised_order(tx, order_id, access_token)
-        existing = payment_of(tx, order)
-        if existing is not None:
-            return OpenedPaymentResult(payment=existing, created=False)
-    if order.status is not OrderStatus.CREATED:
-        raise InvalidState(f"an order in status {order.status} cannot open a payment")
+    try:
+        with ctx.store.transaction() as tx:
+            order = authorised_order(tx, order_id, access_token)
+            existing = payment_of(tx, order)
+            if existing is not None:
+                return OpenedPaymentResult(payment=existing, created=False)
+            if order.status is not OrderStatus.CREATED:
+                raise InvalidState(f"an order in status {order.status} cannot open a payment")
+            # Before the provider is asked: no payment for keys the pool does not hold.
+            stock.reserve(tx, order)
+    except SoldOut as exc:
+        with ctx.store.transaction() as tx:
+            ctx.audit(tx, order_id, "payment_refused", exc.message)
+        raise
     name = setup.provider.name
     config = ctx.config
     opened = setup.gateway.create_payment(

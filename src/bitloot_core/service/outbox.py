@@ -15,6 +15,7 @@ from datetime import datetime
 from bitloot_core import chart
 from bitloot_core.chart import Effect, OrderEvent
 from bitloot_core.ports import StoreTx
+from bitloot_core.service import stock
 from bitloot_core.service.context import Context, order_of
 from bitloot_core.values import Job, JobState, Order
 
@@ -25,6 +26,9 @@ def job_key(kind: chart.JobKind, order_id: str) -> str:
 
 def enqueue(tx: StoreTx, order_id: str, effects: Sequence[Effect], now: datetime) -> None:
     for effect in effects:
+        if effect is Effect.RELEASE_POOL_KEYS:
+            stock.release(tx, order_of(tx, order_id))
+            continue
         kind = chart.JOB_FOR_EFFECT[effect]
         key = job_key(kind, order_id)
         job = Job(
