@@ -115,7 +115,8 @@ DEMO_PRODUCTS = (
         source=ProductSource.CUSTOM,
     ),
 )
-DEMO_POOLS = {"gift-card-10": 5}
+# Reserved while a payment is open (sold_out beyond): enough for a demo with many carts.
+DEMO_POOLS = {"gift-card-10": 100}
 # The sandbox re-sends an IPN the shop did not take (no answer, or a 5xx), as NOWPayments
 # does, after these waits in seconds.
 SANDBOX_IPN_RETRIES = (2.0, 10.0, 30.0, 60.0)

@@ -8,7 +8,8 @@
     │   └── Conflict                  409 conflict
     │       ├── IdempotencyConflict   409 idempotency_conflict
     │       ├── InvalidState          409 invalid_state
-    │       └── SoldOut               409 sold_out: the pool holds fewer keys than ordered
+    │       ├── SoldOut               409 sold_out: the pool holds fewer keys than ordered
+    │       └── PaymentOpening        409 payment_opening: another request is opening it
     │   └── RateLimited               429 rate_limited (``retry_after`` seconds)
     ├── WebhookRejected               the provider's (or an attacker's) webhook is unusable
     │   ├── BadSignature              401 bad_signature
@@ -102,6 +103,12 @@ class SoldOut(Conflict):
     """A custom product's pool holds fewer free keys than the order needs."""
 
     code = "sold_out"
+
+
+class PaymentOpening(Conflict):
+    """Another request is opening the order's payment with the provider right now."""
+
+    code = "payment_opening"
 
 
 class WebhookRejected(BitlootError):

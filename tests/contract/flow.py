@@ -20,7 +20,7 @@ from support.servers import RunningServer, free_port
 
 BUYER = "buyer@example.com"
 # Products of the demo catalogue.
-GIFT_CARD = "gift-card-10"  # custom, a pool of 5 keys
+GIFT_CARD = "gift-card-10"  # custom, a pool of 100 keys
 SOLD_OUT = "founders-pack"  # custom, an empty pool
 STARDEW = "stardew-valley"  # Kinguin, a text key
 HOLLOW_KNIGHT = "hollow-knight"  # Kinguin, an image key

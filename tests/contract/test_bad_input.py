@@ -149,6 +149,9 @@ def test_deeply_nested_but_small_json_in_a_field_is_400(unchanged: RunningServer
         (order_body() | {"email": "a@example.c"}, "invalid_email"),
         (order_body() | {"email": "a b@example.com"}, "invalid_email"),
         (order_body() | {"email": "a@@example.com"}, "invalid_email"),
+        # One recipient only (issue: both used to reach two).
+        (order_body() | {"email": "postmaster,x@evil.com"}, "invalid_email"),
+        (order_body() | {"email": 'a<b>"c@x.com'}, "invalid_email"),
         (order_body() | {"email": "x" * 250 + "@example.com"}, "invalid_email"),
         ({"email": "a@example.com"}, "invalid_items"),
         ({"email": "a@example.com", "items": None}, "invalid_items"),
@@ -440,3 +443,14 @@ def test_order_with_a_token_of_another_order_is_not_readable(
         f"/api/orders/{victim['id']}", headers=bearer(other["access_token"])
     )
     assert_error(response, 404, "not_found")
+
+
+def test_a_signed_webhook_with_a_lone_surrogate_is_400_and_logged(
+    unchanged: RunningServer,
+) -> None:
+    body = b'{"payment_id":5800567260,"payment_status":"finished","order_id":"\\ud800"}'
+    count = "SELECT count(*) AS n FROM webhooks"
+    before = unchanged.rows(count)[0]["n"]
+    answer = post_ipn(unchanged, body, sign(unchanged, body))
+    assert_error(answer, 400, "malformed_webhook")
+    assert unchanged.rows(count)[0]["n"] == before + 1

@@ -321,3 +321,35 @@ def test_open_event_streams_hold_no_threads(server: RunningServer) -> None:
         for sock in streams:
             sock.close()
     assert sorted(busy)[4] < quiet + 0.5, (quiet, busy)
+
+
+def test_parallel_payment_openings_make_one_provider_payment(server: RunningServer) -> None:
+    assert server.shop.sandbox is not None
+    sandbox = server.shop.sandbox.payments
+    order = create_order(server, STARDEW)
+    before = len(sandbox.payment_ids)
+    # The first opening takes NOWPayments a second, so the requests overlap.
+    stall, sandbox._stall_seconds = sandbox._stall_seconds, 1.0
+    sandbox.outage(1, "slow", method="POST", path="/v1/payment")
+
+    def open_it(_: int) -> httpx.Response:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            return http.post(
+                f"/api/orders/{order['id']}/payment",
+                headers={"authorization": f"Bearer {order['access_token']}"},
+            )
+
+    try:
+        with ThreadPoolExecutor(10) as pool:
+            answers = list(pool.map(open_it, range(10)))
+    finally:
+        sandbox._stall_seconds = stall
+    assert len(sandbox.payment_ids) == before + 1, "exactly one NOWPayments payment"
+    codes = sorted(a.status_code for a in answers)
+    assert set(codes) <= {200, 201, 409}
+    assert codes.count(201) == 1
+    for answer in answers:
+        if answer.status_code == 409:
+            assert answer.json()["error"]["code"] == "payment_opening"
+    bound = {a.json()["id"] for a in answers if a.status_code in (200, 201)}
+    assert len(bound) == 1

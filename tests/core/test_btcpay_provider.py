@@ -141,6 +141,7 @@ def test_an_oversized_body_is_not_checked() -> None:
         (webhook(invoice_id="x" * 129), "invoiceId"),
         (webhook(originalDeliveryId=None, deliveryId=None), "no delivery id"),
         (webhook(originalDeliveryId=7), "originalDeliveryId"),
+        (webhook().replace(b'"type"', b'"x":"\\ud800","type"', 1), "lone surrogate"),
     ],
     ids=[
         "utf8",
@@ -153,6 +154,7 @@ def test_an_oversized_body_is_not_checked() -> None:
         "long-id",
         "no-delivery",
         "number-delivery",
+        "lone-surrogate",
     ],
 )
 def test_a_signed_body_that_is_no_invoice_webhook_is_malformed(body: bytes, reason: str) -> None:

@@ -17,12 +17,14 @@ from bitloot_core.errors import (
     KeysPending,
     MailerError,
     NotFound,
+    PaymentOpening,
     ProviderError,
     ProviderUnavailable,
     SupplierUnavailable,
 )
 from bitloot_core.providers import PaymentUpdate
 from bitloot_core.service import Checkout, CheckoutConfig
+from bitloot_core.service.ordering import MAX_PAYMENT_OPENINGS
 from bitloot_core.testing import FakeSupplier, MemoryStore, MemoryTx, SequentialIds
 from bitloot_core.values import (
     JobState,
@@ -105,17 +107,74 @@ def _use_gateway(kit: Kit, gateway: object) -> None:
     kit.checkout._providers["nowpayments"] = replace(setup, gateway=gateway)  # type: ignore[arg-type]
 
 
-def test_two_requests_opening_the_payment_at_once_share_one(kit: Kit) -> None:
+def test_two_requests_opening_the_payment_at_once_make_one_provider_payment(kit: Kit) -> None:
     created = kit.checkout.create_order(email="e@example.com", items=[("hades", 1)])
-    first_opened = []
-    open_again = lambda: first_opened.append(  # noqa: E731
-        kit.checkout.open_payment(created.order.id, created.access_token)
-    )
+    refused: list[PaymentOpening] = []
+
+    def open_again() -> None:
+        with pytest.raises(PaymentOpening) as raised:
+            kit.checkout.open_payment(created.order.id, created.access_token)
+        refused.append(raised.value)
+
     _use_gateway(kit, _RacingGateway(kit, open_again))
     result = kit.checkout.open_payment(created.order.id, created.access_token)
-    assert not result.created
-    assert result.payment.id == first_opened[0].payment.id
+    assert result.created
+    assert [e.code for e in refused] == ["payment_opening"]
+    assert len(kit.gateway.created) == 1, "exactly one provider payment"
     assert order_of(kit, created.order.id).payment_id == result.payment.id
+    # Asked again once it is open: the same payment.
+    again = kit.checkout.open_payment(created.order.id, created.access_token)
+    assert (again.created, again.payment.id) == (False, result.payment.id)
+
+
+def test_a_failed_provider_call_lets_the_next_request_open_at_once(kit: Kit) -> None:
+    created = kit.checkout.create_order(email="e@example.com", items=[("hades", 1)])
+
+    def refuse() -> None:
+        raise ProviderUnavailable("NOWPayments answered 503", status=503)
+
+    _use_gateway(kit, _RacingGateway(kit, refuse))
+    with pytest.raises(ProviderUnavailable):
+        kit.checkout.open_payment(created.order.id, created.access_token)
+    assert kit.checkout.open_payment(created.order.id, created.access_token).created
+
+
+def test_a_request_that_died_while_opening_blocks_only_for_its_lease(kit: Kit) -> None:
+    created = kit.checkout.create_order(email="e@example.com", items=[("hades", 1)])
+
+    class Died(BaseException):
+        pass
+
+    def die() -> None:
+        raise Died  # the process was killed mid-call: nothing runs after it
+
+    _use_gateway(kit, _RacingGateway(kit, die))
+    with pytest.raises(Died):
+        kit.checkout.open_payment(created.order.id, created.access_token)
+    with pytest.raises(PaymentOpening):
+        kit.checkout.open_payment(created.order.id, created.access_token)
+    kit.clock.advance(kit.checkout.config.payment_opening_lease)
+    assert kit.checkout.open_payment(created.order.id, created.access_token).created
+    assert len(kit.gateway.created) == 1
+
+
+def test_an_order_whose_payment_never_opens_stops_asking(kit: Kit) -> None:
+    created = kit.checkout.create_order(email="e@example.com", items=[("hades", 1)])
+    kit_gateway = kit.gateway
+
+    class Down:
+        def create_payment(self, **fields: str) -> OpenedPayment:
+            raise ProviderUnavailable("down", status=503)
+
+        def get_payment(self, payment_id: str) -> PaymentUpdate:
+            return kit_gateway.get_payment(payment_id)
+
+    _use_gateway(kit, Down())
+    for _ in range(MAX_PAYMENT_OPENINGS):
+        with pytest.raises(ProviderUnavailable):
+            kit.checkout.open_payment(created.order.id, created.access_token)
+    with pytest.raises(InvalidState, match="start a new order"):
+        kit.checkout.open_payment(created.order.id, created.access_token)
 
 
 def test_an_order_expiring_while_the_payment_opens_is_refused(kit: Kit) -> None:
@@ -454,3 +513,20 @@ def test_a_job_retried_at_once_waits_for_the_next_pass() -> None:
     assert [r.outcome for r in kit.checkout.run_due_jobs()] == ["retry"]
     assert kit.supplier.calls == [order_id], "not retried within the same pass"
     assert [r.outcome for r in kit.checkout.run_due_jobs()] == ["done", "done"]
+
+
+def test_a_request_outliving_its_opening_lease_keeps_the_payment_bound_meanwhile(
+    kit: Kit,
+) -> None:
+    created = kit.checkout.create_order(email="e@example.com", items=[("hades", 1)])
+    taken_over = []
+
+    def stall_past_the_lease() -> None:
+        kit.clock.advance(kit.checkout.config.payment_opening_lease)
+        taken_over.append(kit.checkout.open_payment(created.order.id, created.access_token))
+
+    _use_gateway(kit, _RacingGateway(kit, stall_past_the_lease))
+    late = kit.checkout.open_payment(created.order.id, created.access_token)
+    assert taken_over[0].created
+    assert (late.created, late.payment.id) == (False, taken_over[0].payment.id)
+    assert order_of(kit, created.order.id).payment_id == taken_over[0].payment.id

@@ -36,6 +36,7 @@ from typing import Final
 from bitloot_core.chart import PaymentKind
 from bitloot_core.errors import BadSignature, MalformedWebhook
 from bitloot_core.providers import PaymentUpdate, ProviderStatus, WebhookNotice
+from bitloot_core.providers.webhook_json import holds_surrogate
 
 __all__ = [
     "EVENTS",
@@ -230,6 +231,8 @@ def _load(raw_body: bytes) -> dict[str, object]:
         raise MalformedWebhook("the webhook body is not valid JSON") from exc
     if not isinstance(body, dict):
         raise MalformedWebhook("the webhook body is not a JSON object")
+    if holds_surrogate(body):
+        raise MalformedWebhook("the webhook body holds a lone surrogate (not text)")
     return body
 
 

@@ -3,8 +3,11 @@
 A body larger than its limit or nested deeper than ``MAX_DEPTH`` is refused before it is
 parsed, so no body can exhaust memory or the stack; duplicate keys and
 ``NaN``/``Infinity`` are refused too: no provider sends them, and parsers disagree about
-them. Two decoders: ``EXACT_DECODER`` reads numbers with a fraction or exponent as exact
-``Decimal``s (for amounts), ``DOUBLE_DECODER`` as the doubles a JavaScript signer parsed.
+them. With ``text_only`` (reading values, not checking a signature) so is a string holding
+a lone surrogate (``"\\ud800"``): valid JSON, but no text, it cannot be stored or logged
+as UTF-8. Two decoders: ``EXACT_DECODER`` reads
+numbers with a fraction or exponent as exact ``Decimal``s (for amounts),
+``DOUBLE_DECODER`` as the doubles a JavaScript signer parsed.
 Both keep integers as ``int``. Raises only ``MalformedWebhook``; never performs I/O.
 """
 
@@ -17,7 +20,7 @@ from typing import Final
 
 from bitloot_core.errors import MalformedWebhook
 
-__all__ = ["DOUBLE_DECODER", "EXACT_DECODER", "MAX_DEPTH", "load", "too_deep"]
+__all__ = ["DOUBLE_DECODER", "EXACT_DECODER", "MAX_DEPTH", "holds_surrogate", "load", "too_deep"]
 
 MAX_DEPTH: Final = 16
 """The deepest nesting of objects and arrays accepted; real webhooks nest two or three."""
@@ -29,8 +32,10 @@ _STRING_LITERAL: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DO
 _BRACKET: Final = re.compile(r"[\[\]{}]")
 
 
-def load(raw_body: bytes, decoder: json.JSONDecoder, *, max_bytes: int) -> object:
-    """Parse a webhook body within the limits."""
+def load(
+    raw_body: bytes, decoder: json.JSONDecoder, *, max_bytes: int, text_only: bool = False
+) -> object:
+    """Parse a webhook body within the limits (``text_only``: no lone surrogates)."""
     if len(raw_body) > max_bytes:
         raise MalformedWebhook(
             f"the webhook body is larger than {max_bytes} bytes", size=len(raw_body)
@@ -42,9 +47,27 @@ def load(raw_body: bytes, decoder: json.JSONDecoder, *, max_bytes: int) -> objec
     if too_deep(text):
         raise MalformedWebhook(f"the webhook body nests deeper than {MAX_DEPTH} levels")
     try:
-        return decoder.decode(text)
+        parsed = decoder.decode(text)
     except ValueError as exc:  # JSONDecodeError, or an int too long for int()
         raise MalformedWebhook(f"the webhook body is not valid JSON: {exc}") from exc
+    # Only an escape can put a surrogate in a string: the text itself is valid UTF-8.
+    if text_only and "\\u" in text and holds_surrogate(parsed):
+        raise MalformedWebhook("the webhook body holds a lone surrogate (not text)")
+    return parsed
+
+
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def holds_surrogate(value: object) -> bool:
+    """Whether a string anywhere in ``value`` (keys included) holds a lone surrogate."""
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(holds_surrogate(k) or holds_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(holds_surrogate(v) for v in value)
+    return False
 
 
 def too_deep(text: str) -> bool:

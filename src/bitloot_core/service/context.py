@@ -79,6 +79,9 @@ class CheckoutConfig:
     key_wait_limit: timedelta = rules.KEY_WAIT_LIMIT
     preorder_wait_limit: timedelta = rules.PREORDER_WAIT_LIMIT
     reconcile_after: timedelta = timedelta(minutes=15)
+    # How long one request may take to open an order's payment with the provider before
+    # another may try (a request that died mid-call blocks the order this long).
+    payment_opening_lease: timedelta = timedelta(minutes=1)
     shop_name: str = "bitloot"
     # Writes the completion email (subject, text, HTML) in place of the built-in one.
     completion_email: CompletionEmail | None = None

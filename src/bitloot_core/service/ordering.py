@@ -20,6 +20,7 @@ from bitloot_core.errors import (
     InvalidInput,
     InvalidState,
     NotFound,
+    PaymentOpening,
     SoldOut,
 )
 from bitloot_core.ports import StoreTx
@@ -34,7 +35,15 @@ MAX_ITEMS: Final = 10
 MAX_UNITS: Final = 90
 MAX_EMAIL_LENGTH: Final = 254
 MAX_PRODUCT_ID_LENGTH: Final = 100
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}$")
+# Exactly one plain address: a dot-atom local part (no quotes, comments, commas, angle
+# brackets or other characters mail headers give meaning to) at a host name of letters,
+# digits and inner hyphens, ending in a letters-only top-level domain.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+# Attempts at opening an order's payment with the provider before it must start over.
+MAX_PAYMENT_OPENINGS: Final = 20
+_OPENING = "payment-opening"
+_EMAIL = re.compile(rf"^(?={_ATOM}(?:\.{_ATOM})*@)[^@]{{1,64}}@(?:{_LABEL}\.)+[A-Za-z]{{2,63}}$")
 
 
 def create_order(
@@ -164,20 +173,26 @@ def open_payment(
                 raise InvalidState(f"an order in status {order.status} cannot open a payment")
             # Before the provider is asked: no payment for keys the pool does not hold.
             stock.reserve(tx, order)
+            claim = _claim_opening(ctx, tx, order.id)
     except SoldOut as exc:
         with ctx.store.transaction() as tx:
             ctx.audit(tx, order_id, "payment_refused", exc.message)
         raise
     name = setup.provider.name
     config = ctx.config
-    opened = setup.gateway.create_payment(
-        order_id=order.id,
-        price_amount=str(order.total),
-        price_currency=order.currency,
-        pay_currency=config.pay_currency,
-        ipn_callback_url=f"{config.public_url.rstrip('/')}/webhooks/{name}",
-        description=f"{config.shop_name} order {order.id}",
-    )
+    try:
+        opened = setup.gateway.create_payment(
+            order_id=order.id,
+            price_amount=str(order.total),
+            price_currency=order.currency,
+            pay_currency=config.pay_currency,
+            ipn_callback_url=f"{config.public_url.rstrip('/')}/webhooks/{name}",
+            description=f"{config.shop_name} order {order.id}",
+        )
+    except Exception:
+        # No payment was made: the next request may ask at once.
+        _release_opening(ctx, claim, order.id)
+        raise
     now = ctx.clock.now()
     payment = Payment(
         id=opened.payment_id,
@@ -216,6 +231,45 @@ def open_payment(
         ctx.audit(tx, order.id, "payment_opened", f"payment {payment.id}")
     ctx.observer.observe("payment_opened", order_id=order.id, payment_id=payment.id)
     return OpenedPaymentResult(payment=payment, created=True)
+
+
+def _claim_opening(ctx: Context, tx: StoreTx, order_id: str) -> str:
+    """Claim the one right to ask the provider for the order's payment: concurrent
+    requests would each make a provider payment, and only one could be bound.
+
+    Claims are rows under a unique scope (``payment-opening:ORDER:N``); a claim whose
+    request failed (``:released``) or outlived ``payment_opening_lease`` (the request
+    died) makes way for the next one. Raises ``PaymentOpening`` while one is in flight.
+    """
+    now = ctx.clock.now()
+    for n in range(MAX_PAYMENT_OPENINGS):
+        scope = f"{_OPENING}:{order_id}:{n}"
+        held = tx.get_idempotency(scope)
+        if held is None:
+            record = IdempotencyRecord(
+                scope=scope, fingerprint=_OPENING, order_id=order_id, created_at=now
+            )
+            if not tx.insert_idempotency(record):  # pragma: no cover - a concurrent PG tx
+                break
+            return scope
+        released = tx.get_idempotency(f"{scope}:released") is not None
+        if not released and now - held.created_at < ctx.config.payment_opening_lease:
+            break
+    else:
+        raise InvalidState(
+            f"the payment could not be opened in {MAX_PAYMENT_OPENINGS} attempts; start a new order"
+        )
+    raise PaymentOpening("the order's payment is being opened; ask again in a moment")
+
+
+def _release_opening(ctx: Context, claim: str, order_id: str) -> None:
+    now = ctx.clock.now()
+    with ctx.store.transaction() as tx:
+        tx.insert_idempotency(
+            IdempotencyRecord(
+                scope=f"{claim}:released", fingerprint=_OPENING, order_id=order_id, created_at=now
+            )
+        )
 
 
 def _check_email(email: object) -> str:

@@ -110,14 +110,18 @@ def ask_provider(ctx: Context, payment: Payment, *, source: str) -> IpnResult | 
         return None
     # Each answer at its own time: a pass over many payments takes a while.
     now = ctx.clock.now()
-    return apply_update(
-        ctx,
-        update,
-        dedupe=update.dedupe_key,
-        body_hash=sha256(update.dedupe_key.encode()),
-        now=now,
-        source=source,
-    )
+    try:
+        return apply_update(
+            ctx,
+            update,
+            dedupe=update.dedupe_key,
+            body_hash=sha256(update.dedupe_key.encode()),
+            now=now,
+            source=source,
+        )
+    except Exception as exc:  # noqa: BLE001 - one bad record must not abort a whole pass
+        ctx.observer.observe(f"{source}_failed", payment_id=payment.id, error=type(exc).__name__)
+        return None
 
 
 def webhook_signed(

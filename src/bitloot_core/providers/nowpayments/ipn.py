@@ -320,7 +320,9 @@ def parse_ipn(raw_body: bytes) -> Ipn:
     must be below 2**53 and a number amount must carry no digits beyond its double's
     (NOWPayments' own numbers always satisfy both); amounts must be below 10**30.
     """
-    body = _load_tree(raw_body, webhook_json.EXACT_DECODER)
+    body = webhook_json.load(
+        raw_body, webhook_json.EXACT_DECODER, max_bytes=MAX_IPN_BYTES, text_only=True
+    )
     if not isinstance(body, dict):
         raise MalformedWebhook("the IPN body is not a JSON object")
     payment_id = _id(body, "payment_id")
