@@ -46,8 +46,8 @@ Rule 12. A second payment in full on top of one already counted (a repeated depo
         admin returns it. It never buys the keys twice.
 Rule 13. An order expires (``sweep_expired``) only once both its own TTL and its
         payment's window have run out (``expires_at``): a payment opened late extends
-        the order up to the provider's ``valid_until``, capped at the TTL counted from
-        the payment's opening (that TTL when the provider names no window).
+        the order up to the provider's ``valid_until`` (at most a day after the payment
+        opened), or the TTL counted from the payment when the provider names no window.
 Rule 14. A custom product's pool keys are reserved for an order when its payment opens
         (no payment is opened for keys the pool does not hold: ``sold_out``) and put back
         (``release_pool_keys``) when the order enters ``expired``, ``failed`` or
@@ -438,6 +438,8 @@ def payment_transition(
 
 # --- expiry ----------------------------------------------------------------------------------
 
+MAX_PAYMENT_WINDOW: Final = timedelta(days=1)
+
 
 def expires_at(
     *,
@@ -447,13 +449,14 @@ def expires_at(
     valid_until: datetime | None,
 ) -> datetime:
     """When an order may be swept (rule 13): the later of its own TTL and its payment's
-    window: the provider's ``valid_until``, at most the TTL counted from the payment's
-    opening (a provider's clock or answer can't keep an order open for days), or that
-    TTL when the provider names no window."""
+    window: the provider's ``valid_until`` (trusted up to ``MAX_PAYMENT_WINDOW`` after
+    the payment opened: a provider's clock or answer can't keep an order open for
+    weeks), or the TTL counted from the payment's opening when the provider names none."""
     deadline = created_at + ttl
     if payment_opened_at is None:
         return deadline
-    window = payment_opened_at + ttl
-    if valid_until is not None:
-        window = min(window, valid_until)
+    if valid_until is None:
+        window = payment_opened_at + ttl
+    else:
+        window = min(valid_until, payment_opened_at + MAX_PAYMENT_WINDOW)
     return max(deadline, window)

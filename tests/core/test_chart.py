@@ -180,10 +180,10 @@ def test_expiry_counts_from_the_later_of_ttl_and_payment_window() -> None:
     assert chart.expires_at(created_at=t0, ttl=ttl, payment_opened_at=late, valid_until=None) == (
         late + ttl
     )
-    # A window beyond the TTL counted from the payment is capped there.
+    # A window beyond a day after the payment opened is capped there.
     assert chart.expires_at(
         created_at=t0, ttl=ttl, payment_opened_at=late, valid_until=late + timedelta(days=3)
-    ) == (late + ttl)
+    ) == (late + chart.MAX_PAYMENT_WINDOW)
     # A window shorter than the order's own TTL never shortens it.
     assert chart.expires_at(
         created_at=t0, ttl=ttl, payment_opened_at=t0, valid_until=t0 + timedelta(minutes=5)
