@@ -351,5 +351,5 @@ def test_parallel_payment_openings_make_one_provider_payment(server: RunningServ
     for answer in answers:
         if answer.status_code == 409:
             assert answer.json()["error"]["code"] == "payment_opening"
-    bound = {a.json()["id"] for a in answers if a.status_code in (200, 201)}
+    bound = {a.json()["payment"]["id"] for a in answers if a.status_code in (200, 201)}
     assert len(bound) == 1
