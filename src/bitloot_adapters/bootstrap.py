@@ -329,7 +329,10 @@ def _with_sandbox_webhook_secret(settings: Settings) -> Settings:
 
 def _nowpayments(settings: Settings, http: httpx.Client, url: str) -> ProviderSetup:
     client = NowPaymentsClient(http, api_key=settings.nowpayments_api_key, base_url=url)
-    return ProviderSetup(provider=NowPayments(ipn_secret=settings.ipn_secret), gateway=client)
+    provider = NowPayments(
+        ipn_secret=settings.ipn_secret, previous_ipn_secret=settings.ipn_secret_previous
+    )
+    return ProviderSetup(provider=provider, gateway=client)
 
 
 def _btcpay(settings: Settings, http: httpx.Client, url: str) -> ProviderSetup:

@@ -35,6 +35,7 @@ from bitloot_core.providers.nowpayments.ipn import (
     Ipn,
     canonical_json,
     dedupe_key,
+    matching_secret,
     parse_ipn,
     verify_ipn_signature,
 )
@@ -798,3 +799,13 @@ def test_an_ipn_missing_a_binding_field_is_unbound(field, reason):
     problem = binding_problem(parsed, **BOUND)
     assert problem is not None
     assert problem.startswith(reason)
+
+
+def test_matching_secret_names_the_secret_that_signed():
+    assert matching_secret(FINISHED_BODY, SIGNATURE, ["other", SECRET]) == 1
+    assert matching_secret(FINISHED_BODY, SIGNATURE, [SECRET, "other"]) == 0
+    assert matching_secret(FINISHED_BODY, SIGNATURE, ["other", "  "]) is None
+    assert matching_secret(FINISHED_BODY, SIGNATURE, []) is None
+    # A re-serialised body is matched by its canonical form, for either secret.
+    vector = BY_NAME["finished_ipn_reordered_pretty"]
+    assert matching_secret(vector["body"].encode(), vector["signature"], ["x", SECRET]) == 1

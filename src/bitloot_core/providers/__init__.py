@@ -82,6 +82,9 @@ class WebhookNotice:
     # it is then acknowledged and logged as ignored, so the provider does not send it
     # again. None: a webhook about a payment.
     ignore: str | None = None
+    # Which of the provider's secrets signed it, when not the current one: "previous"
+    # during a secret rotation. The webhook log records it.
+    signed_with: str | None = None
 
 
 class PaymentProvider(Protocol):

@@ -93,8 +93,11 @@ def handle_webhook(
                 code=exc.code,
                 reason=reason,
             )
+    source = (
+        "ipn" if notice.signed_with is None else f"ipn signed with the {notice.signed_with} secret"
+    )
     return apply_update(
-        ctx, update, dedupe=notice.dedupe_key, body_hash=body_hash, now=now, source="ipn"
+        ctx, update, dedupe=notice.dedupe_key, body_hash=body_hash, now=now, source=source
     )
 
 

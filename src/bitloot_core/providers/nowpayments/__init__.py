@@ -22,6 +22,7 @@ from bitloot_core.providers.nowpayments.ipn import (
     Ipn,
     canonical_json,
     dedupe_key,
+    matching_secret,
     parse_ipn,
     verify_ipn_signature,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "NowPayments",
     "canonical_json",
     "dedupe_key",
+    "matching_secret",
     "parse_ipn",
     "parse_payment",
     "update_of",
@@ -103,10 +105,15 @@ def parse_payment(raw_body: bytes) -> PaymentUpdate:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NowPayments:
-    """The NOWPayments provider, holding the IPN secret its webhooks are signed with."""
+    """The NOWPayments provider, holding the IPN secret its webhooks are signed with.
+
+    During a rotation ``previous_ipn_secret`` is accepted beside it; a webhook it signed
+    says so (``WebhookNotice.signed_with``), so the webhook log shows when the old secret
+    stopped being used."""
 
     ipn_secret: str = field(repr=False)
     name: str = NAME
+    previous_ipn_secret: str | None = field(default=None, repr=False)
 
     @property
     def statuses(self) -> Mapping[str, ProviderStatus]:
@@ -114,11 +121,18 @@ class NowPayments:
 
     def read_webhook(self, raw_body: bytes, headers: Mapping[str, str]) -> WebhookNotice:
         signature = _header(headers, SIGNATURE_HEADER)
-        if not verify_ipn_signature(raw_body, signature, self.ipn_secret):
+        keys = [self.ipn_secret]
+        if self.previous_ipn_secret:
+            keys.append(self.previous_ipn_secret)
+        matched = matching_secret(raw_body, signature, keys)
+        if matched is None:
             raise BadSignature("bad signature")
         update = update_of(parse_ipn(raw_body))
         return WebhookNotice(
-            payment_id=update.payment_id, dedupe_key=update.dedupe_key, update=update
+            payment_id=update.payment_id,
+            dedupe_key=update.dedupe_key,
+            update=update,
+            signed_with=None if matched == 0 else "previous",
         )
 
 

@@ -39,7 +39,7 @@ from bitloot_core.errors import MalformedWebhook
 from bitloot_core.providers import webhook_json
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 __all__ = [
     "MAX_CANONICAL_BYTES",
@@ -49,6 +49,7 @@ __all__ = [
     "Ipn",
     "canonical_json",
     "dedupe_key",
+    "matching_secret",
     "parse_ipn",
     "verify_ipn_signature",
 ]
@@ -121,26 +122,46 @@ def verify_ipn_signature(raw_body: bytes, signature: str | None, secret: str) ->
     code does; an empty secret verifies nothing. Bodies over ``MAX_IPN_BYTES`` are
     ``False``. The comparison is constant-time, and this function never raises.
     """
+    return matching_secret(raw_body, signature, (secret,)) is not None
+
+
+def matching_secret(raw_body: bytes, signature: str | None, secrets: Sequence[str]) -> int | None:
+    """The index in ``secrets`` of the first secret ``signature`` was made with, or None.
+
+    ``verify_ipn_signature`` for several secrets at once (a rotation's current and
+    previous one), with the same rules; the canonical form is built at most once."""
     expected = _signature_digest(signature)
-    key = _secret_key(secret)
     body = _body_bytes(raw_body)
-    if expected is None or key is None or body is None:
-        return False
-    if hmac.compare_digest(hmac.digest(key, body, "sha512"), expected):
-        return True
+    keys = [(index, key) for index, s in enumerate(secrets) if (key := _secret_key(s))]
+    if expected is None or body is None or not keys:
+        return None
+    found = _first_match(keys, body, expected)
+    if found is None:
+        canonical = _canonical_form(body)
+        # An unchanged canonical text has already failed above.
+        if canonical is not None and canonical != body:
+            found = _first_match(keys, canonical, expected)
+    return found
+
+
+def _first_match(keys: list[tuple[int, bytes]], message: bytes, expected: bytes) -> int | None:
+    for index, key in keys:
+        if hmac.compare_digest(hmac.digest(key, message, "sha512"), expected):
+            return index
+    return None
+
+
+def _canonical_form(body: bytes) -> bytes | None:
+    """The canonical text of a JSON object body within the fallback's limits, else None."""
     if len(body) > MAX_CANONICAL_BYTES:
-        return False
+        return None
     try:
         tree = _load_tree(body, webhook_json.DOUBLE_DECODER)
     except MalformedWebhook:
-        return False
+        return None
     if not isinstance(tree, dict) or _more_values_than(tree, MAX_CANONICAL_VALUES):
-        return False
-    canonical = canonical_json(tree).encode()
-    # An unchanged canonical text has already failed above.
-    return canonical != body and hmac.compare_digest(
-        hmac.digest(key, canonical, "sha512"), expected
-    )
+        return None
+    return canonical_json(tree).encode()
 
 
 def _more_values_than(tree: object, limit: int) -> bool:
