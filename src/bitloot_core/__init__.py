@@ -5,6 +5,8 @@ in as arguments, and everything that touches the world is a port (``bitloot_core
 passed to ``Checkout``. Test doubles for every port are in ``bitloot_core.testing``.
 """
 
+__version__ = "0.1.0.dev0"
+
 from bitloot_core.chart import Flag, OrderEvent, OrderStatus, PaymentStatus
 from bitloot_core.errors import (
     BadRequest,
@@ -54,6 +56,7 @@ __all__ = [
     "ProviderUnavailable",
     "SupplierError",
     "SupplierUnavailable",
+    "__version__",
     "parse_ipn",
     "verify_ipn_signature",
 ]

@@ -25,6 +25,7 @@ EXTRAS_MODULES = (
     "uvicorn",
     "flask",
     "werkzeug",
+    "django",
     "segno",
     "boto3",
     "botocore",
@@ -109,6 +110,9 @@ def test_bitloot_command_runs_without_the_extras(
     assert helped.returncode == 0, helped.stderr
     assert "orders" in helped.stdout
     data = tmp_path / "data"
+    # Read commands need a shop's data dir: migrate starts one.
+    started = _bitloot(base_install, tmp_path, "--data-dir", str(data), "migrate")
+    assert started.returncode == 0, started.stderr
     listed = _bitloot(base_install, tmp_path, "--data-dir", str(data), "--json", "orders")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.strip() == "[]"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 import hmac
-import importlib.metadata
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+import bitloot_core
 from bitloot_adapters.http_api.asgi import AsgiApp, make_asgi_app
 from bitloot_adapters.http_api.openapi import openapi_document
 from bitloot_adapters.http_api.routes import ROUTES, Access, Route
@@ -34,10 +34,7 @@ _log = logging.getLogger("bitloot.http")
 
 
 def package_version() -> str:
-    try:
-        return importlib.metadata.version("bitloot")
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a checkout
-        return "0"
+    return bitloot_core.__version__
 
 
 class ShopApi:
