@@ -52,13 +52,22 @@ Rule 14. A custom product's pool keys are reserved for an order when its payment
         (no payment is opened for keys the pool does not hold: ``sold_out``) and put back
         (``release_pool_keys``) when the order enters ``expired``, ``failed`` or
         ``underpaid`` with them undelivered; fulfillment takes the reserved keys.
+Rule 15. The supplier's refusals that no retry changes end the fulfillment job at once,
+        each with its own event and flag (``JobRule.gives_up_on``): an unavailable product
+        (out of stock, short of the quantity, over the price) raises
+        ``product_unavailable``, a supplier order it canceled or refunded raises
+        ``supplier_order_canceled``; the order stays ``paid`` and nothing is bought. The
+        admin retries an unavailable product once it is back (never a canceled order: no
+        re-buy under the same id), or refunds either: the order is ``failed``, ``marked``
+        and ``refunded``.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Final
@@ -96,6 +105,8 @@ class Flag(enum.StrEnum):
     REFUNDED = "refunded"
     MARKED = "marked"
     PAID_TWICE = "paid_twice"
+    PRODUCT_UNAVAILABLE = "product_unavailable"
+    SUPPLIER_ORDER_CANCELED = "supplier_order_canceled"
 
 
 class OrderEvent(enum.StrEnum):
@@ -113,6 +124,8 @@ class OrderEvent(enum.StrEnum):
     SWEEP_EXPIRED = "sweep_expired"
     FULFILLMENT_DONE = "fulfillment_done"
     FULFILLMENT_EXHAUSTED = "fulfillment_exhausted"
+    FULFILLMENT_UNAVAILABLE = "fulfillment_unavailable"
+    FULFILLMENT_CANCELED = "fulfillment_canceled"
     EMAIL_EXHAUSTED = "email_exhausted"
     ADMIN_RETRY_FULFILLMENT = "admin_retry_fulfillment"
     ADMIN_FULFILL = "admin_fulfill"
@@ -156,8 +169,11 @@ class Rule:
     target: OrderStatus
     raise_flags: frozenset[Flag] = frozenset()
     clear_flags: frozenset[Flag] = frozenset()
-    # The flags the order must carry for the rule to apply (admin guards).
+    # Admin guards: the flags the order must carry for the rule to apply, at least one
+    # of ``requires_any`` (when given), and none of ``forbids``.
     requires: frozenset[Flag] = frozenset()
+    requires_any: frozenset[Flag] = frozenset()
+    forbids: frozenset[Flag] = frozenset()
     # The payment record's status after the rule, when the rule decides it (rule 6).
     payment: PaymentStatus | None = None
 
@@ -182,7 +198,14 @@ class JobRule:
     runs: str
     # The ``CheckoutConfig`` field holding its retry schedule.
     retries: str
+    # The event sent when the job dies: ``exhausted``, unless the error that killed it
+    # (by its code) has an event of its own in ``gives_up_on``.
     exhausted: OrderEvent
+    gives_up_on: Mapping[str, OrderEvent] = field(default_factory=lambda: MappingProxyType({}))
+
+    def gives_up(self, error_code: str) -> OrderEvent:
+        """The event sent when the job dies of the error whose code is ``error_code``."""
+        return self.gives_up_on.get(error_code, self.exhausted)
 
 
 S = OrderStatus
@@ -208,6 +231,8 @@ _LATE = frozenset({Flag.PAID_LATE})
 _OVERPAID = frozenset({Flag.OVERPAID})
 _FULFILLMENT_FAILED = frozenset({Flag.FULFILLMENT_FAILED})
 _EMAIL_FAILED = frozenset({Flag.EMAIL_FAILED})
+_UNAVAILABLE = frozenset({Flag.PRODUCT_UNAVAILABLE})
+_CANCELED = frozenset({Flag.SUPPLIER_ORDER_CANCELED})
 _REFUNDED = frozenset({Flag.REFUNDED})
 _TWICE = frozenset({Flag.PAID_TWICE})
 
@@ -225,7 +250,21 @@ def _table() -> dict[tuple[OrderStatus, OrderEvent], Rule]:
         (S.WAITING, E.SWEEP_EXPIRED): Rule(target=S.EXPIRED),
         (S.PAID, E.FULFILLMENT_DONE): Rule(target=S.FULFILLED, clear_flags=_FULFILLMENT_FAILED),
         (S.PAID, E.FULFILLMENT_EXHAUSTED): Rule(target=S.PAID, raise_flags=_FULFILLMENT_FAILED),
-        (S.PAID, E.ADMIN_RETRY_FULFILLMENT): Rule(target=S.PAID, clear_flags=_FULFILLMENT_FAILED),
+        (S.PAID, E.FULFILLMENT_UNAVAILABLE): Rule(target=S.PAID, raise_flags=_UNAVAILABLE),
+        (S.PAID, E.FULFILLMENT_CANCELED): Rule(target=S.PAID, raise_flags=_CANCELED),
+        # Retry once the product is back (rule 15); never after the supplier canceled.
+        (S.PAID, E.ADMIN_RETRY_FULFILLMENT): Rule(
+            target=S.PAID,
+            forbids=_CANCELED,
+            clear_flags=_FULFILLMENT_FAILED | _UNAVAILABLE,
+        ),
+        # A paid order that cannot be fulfilled is refunded by the admin (rule 15).
+        (S.PAID, E.ADMIN_REFUND): Rule(
+            target=S.FAILED,
+            requires_any=_UNAVAILABLE | _CANCELED,
+            raise_flags=frozenset({Flag.MARKED, Flag.REFUNDED}),
+            clear_flags=_UNAVAILABLE | _CANCELED | _FULFILLMENT_FAILED,
+        ),
         (S.FULFILLED, E.EMAIL_EXHAUSTED): Rule(target=S.FULFILLED, raise_flags=_EMAIL_FAILED),
         (S.FULFILLED, E.ADMIN_RESEND_EMAIL): Rule(
             target=S.FULFILLED, requires=_EMAIL_FAILED, clear_flags=_EMAIL_FAILED
@@ -298,6 +337,13 @@ JOBS: Final = MappingProxyType(
             runs="buy the keys from the supplier or claim them from the pool",
             retries="fulfillment_retries",
             exhausted=E.FULFILLMENT_EXHAUSTED,
+            # The supplier's refusals that no retry changes (rule 15).
+            gives_up_on=MappingProxyType(
+                {
+                    "product_unavailable": E.FULFILLMENT_UNAVAILABLE,
+                    "supplier_order_canceled": E.FULFILLMENT_CANCELED,
+                }
+            ),
         ),
         JobKind.COMPLETION_EMAIL: JobRule(
             enqueued_by=Effect.ENQUEUE_COMPLETION_EMAIL,
@@ -326,6 +372,11 @@ def apply(status: OrderStatus, flags: frozenset[Flag], event: OrderEvent) -> Tra
     missing = rule.requires - flags
     if missing:
         return _refused(status, flags, f"needs {', '.join(sorted(missing))}: ignored")
+    if rule.requires_any and not rule.requires_any & flags:
+        return _refused(status, flags, f"needs {' or '.join(sorted(rule.requires_any))}: ignored")
+    forbidden = rule.forbids & flags
+    if forbidden:
+        return _refused(status, flags, f"not with {', '.join(sorted(forbidden))}: ignored")
     new_flags = (flags | rule.raise_flags) - rule.clear_flags
     effects: tuple[Effect, ...] = ON_EVENT.get(event, ())
     if rule.target != status:

@@ -55,8 +55,18 @@ def transition_table() -> list[str]:
     rows = sorted(TRANSITIONS.items(), key=lambda kv: (order[kv[0][0]], event_order[kv[0][1]]))
     for (status, event), rule in rows:
         flags = _flags(rule.raise_flags, "+") + _flags(rule.clear_flags, "-")
-        needs = " ".join(sorted(rule.requires)) or "-"
-        effects = apply(status, rule.requires, event).effects
+        needs = (
+            " ".join(
+                [
+                    *sorted(rule.requires),
+                    *([" or ".join(sorted(rule.requires_any))] if rule.requires_any else []),
+                    *(f"not {flag}" for flag in sorted(rule.forbids)),
+                ]
+            )
+            or "-"
+        )
+        satisfied = rule.requires | frozenset(sorted(rule.requires_any)[:1])
+        effects = apply(status, satisfied, event).effects
         record = f"`{rule.payment}`" if rule.payment else "-"
         lines.append(
             f"| `{status}` | `{event}` | {needs} | `{rule.target}` | {' '.join(flags) or '-'} "
@@ -78,13 +88,18 @@ def payment_table() -> list[str]:
 
 def job_table() -> list[str]:
     lines = [
-        "| job kind | enqueued by | runs | retry schedule | when retries run out |",
-        "|---|---|---|---|---|",
+        (
+            "| job kind | enqueued by | runs | retry schedule | when retries run out "
+            "| when it dies of an error |"
+        ),
+        "|---|---|---|---|---|---|",
     ]
-    lines.extend(
-        f"| `{kind}` | {rule.enqueued_by} | {rule.runs} | `{rule.retries}` | `{rule.exhausted}` |"
-        for kind, rule in JOBS.items()
-    )
+    for kind, rule in JOBS.items():
+        errors = ", ".join(f"`{code}`: `{event}`" for code, event in rule.gives_up_on.items())
+        lines.append(
+            f"| `{kind}` | {rule.enqueued_by} | {rule.runs} | `{rule.retries}` "
+            f"| `{rule.exhausted}` | {errors or '-'} |"
+        )
     return lines
 
 

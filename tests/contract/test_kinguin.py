@@ -126,9 +126,9 @@ def test_out_of_stock_buys_nothing_and_holds_the_order_for_the_admin(
     payment = open_payment(server, order)
     pay(server, payment["id"])
 
-    held = wait_for(server, order, until=lambda o: "fulfillment_failed" in o["flags"])
+    held = wait_for(server, order, until=lambda o: "product_unavailable" in o["flags"])
 
-    assert held["status"] == "paid"
+    assert (held["status"], held["flags"]) == ("paid", ["product_unavailable"])
     job = fulfillment_job(server, order["id"])
     assert job["state"] == "dead"
     assert "product_unavailable" in job["last_error"]

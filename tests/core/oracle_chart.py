@@ -66,14 +66,17 @@ class OracleChart(StateMachine):
     sweep_expired = created.to(expired) | waiting.to(expired)
     fulfillment_done = paid.to(fulfilled)
     fulfillment_exhausted = paid.to.itself()
-    admin_retry_fulfillment = paid.to.itself()
+    fulfillment_unavailable = paid.to.itself()
+    fulfillment_canceled = paid.to.itself()
+    admin_retry_fulfillment = paid.to.itself(unless="supplier_order_canceled")
     email_exhausted = fulfilled.to.itself()
     admin_resend_email = fulfilled.to.itself(cond="email_failed")
     admin_fulfill = (
         underpaid.to(paid) | expired.to(paid, cond="paid_late") | failed.to(paid, cond="paid_late")
     )
     admin_refund = (
-        underpaid.to(failed)
+        paid.to(failed, cond="cannot_be_fulfilled")
+        | underpaid.to(failed)
         | expired.to(failed, cond="paid_late")
         | failed.to.itself(cond="paid_late")
     )
@@ -88,6 +91,12 @@ class OracleChart(StateMachine):
 
     def email_failed(self) -> bool:
         return "email_failed" in self.flags
+
+    def supplier_order_canceled(self) -> bool:
+        return "supplier_order_canceled" in self.flags
+
+    def cannot_be_fulfilled(self) -> bool:
+        return bool({"product_unavailable", "supplier_order_canceled"} & self.flags)
 
     # Flags, raised and cleared by event.
     def on_payment_paid_in_full(self, source: State, target: State) -> None:
@@ -111,8 +120,14 @@ class OracleChart(StateMachine):
     def on_fulfillment_exhausted(self) -> None:
         self.flags.add("fulfillment_failed")
 
+    def on_fulfillment_unavailable(self) -> None:
+        self.flags.add("product_unavailable")
+
+    def on_fulfillment_canceled(self) -> None:
+        self.flags.add("supplier_order_canceled")
+
     def on_admin_retry_fulfillment(self) -> None:
-        self.flags.discard("fulfillment_failed")
+        self.flags -= {"fulfillment_failed", "product_unavailable"}
 
     def on_email_exhausted(self) -> None:
         self.flags.add("email_failed")
@@ -124,6 +139,8 @@ class OracleChart(StateMachine):
         self.flags.add("marked")
         self.flags.discard("paid_late")
 
-    def on_admin_refund(self) -> None:
+    def on_admin_refund(self, source: State) -> None:
         self.flags |= {"marked", "refunded"}
         self.flags.discard("paid_late")
+        if source == self.paid:  # a paid order that cannot be fulfilled
+            self.flags -= {"fulfillment_failed", "product_unavailable", "supplier_order_canceled"}

@@ -61,5 +61,7 @@ def test_state_chart_doc_is_current() -> None:
 def test_state_chart_doc_names_every_transition() -> None:
     text = chart_docs.render()
     for (status, event), rule in chart_docs.TRANSITIONS.items():
-        needs = " ".join(sorted(rule.requires)) or "-"
+        any_of = [" or ".join(sorted(rule.requires_any))] if rule.requires_any else []
+        forbids = [f"not {flag}" for flag in sorted(rule.forbids)]
+        needs = " ".join([*sorted(rule.requires), *any_of, *forbids]) or "-"
         assert f"| `{status}` | `{event}` | {needs} | `{rule.target}` |" in text

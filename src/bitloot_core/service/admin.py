@@ -64,6 +64,9 @@ def retry_fulfillment(ctx: Context, order_id: str, *, actor: str) -> Order:
         order = order_of(tx, order_id)
         if order.status is not OrderStatus.PAID:
             raise InvalidState(f"only a paid order can be retried, this one is {order.status}")
+        retry = chart.apply(order.status, order.flags, OrderEvent.ADMIN_RETRY_FULFILLMENT)
+        if not retry.applied:  # the supplier canceled its order: refund it instead
+            raise InvalidState(f"this order cannot be retried ({retry.reason})")
         ctx.audit(tx, order_id, "admin_retry_fulfillment", "re-enqueued", actor=actor)
         return transition(ctx, tx, order_id, OrderEvent.ADMIN_RETRY_FULFILLMENT, now)
 
@@ -81,7 +84,8 @@ def resend_email(ctx: Context, order_id: str, *, actor: str) -> Order:
 
 
 def resolve(ctx: Context, order_id: str, *, action: str, note: str, actor: str) -> Order:
-    """Admin decision on a held order: ``fulfill`` or ``refund``."""
+    """Admin decision on a held order: ``fulfill`` or ``refund`` (the chart's admin guards
+    say which orders are held: underpaid, paid late, or paid but not to be fulfilled)."""
     event = RESOLUTIONS.get(action)
     if event is None:
         raise InvalidInput("action must be 'fulfill' or 'refund'", code="invalid_action")
@@ -90,9 +94,13 @@ def resolve(ctx: Context, order_id: str, *, action: str, note: str, actor: str) 
     now = ctx.clock.now()
     with ctx.store.transaction() as tx:
         order = order_of(tx, order_id)
-        # Only a held order (underpaid, or paid late): the chart's guards say which.
+        # Only a held order: the chart's guards say which.
         if not chart.apply(order.status, order.flags, event).applied:
-            msg = f"only underpaid or paid-late orders can be resolved, not {order.status}"
+            msg = (
+                "only underpaid or paid-late orders, or paid ones whose product is "
+                f"unavailable or whose supplier order was canceled, can be resolved, not "
+                f"this {order.status} one"
+            )
             raise InvalidState(msg)
         ctx.audit(tx, order_id, f"admin_{action}", note or "-", actor=actor)
         return transition(ctx, tx, order_id, event, now)

@@ -130,7 +130,7 @@ def _failed(ctx: Context, job: Job, exc: BitlootError, schedule: rules.RetrySche
             outcome = "retry"
         else:
             tx.update_job(replace(current, state=JobState.DEAD, lease_until=None, last_error=error))
-            transition(ctx, tx, job.order_id, chart.JOBS[job.kind].exhausted, now)
+            transition(ctx, tx, job.order_id, chart.JOBS[job.kind].gives_up(exc.code), now)
             outcome = "dead"
         ctx.audit(tx, job.order_id, f"job_{outcome}", f"{job.key} attempt {job.attempts}: {error}")
     ctx.observer.observe(
