@@ -106,10 +106,10 @@ def out_of_stock_at_kinguin(server: RunningServer, product: str) -> Iterator[Non
 
 
 def flagged(server: RunningServer) -> dict:
-    """A paid order held with ``fulfillment_failed`` (Kinguin was out of stock)."""
+    """A paid order held with ``product_unavailable`` (Kinguin was out of stock)."""
     with out_of_stock_at_kinguin(server, HOLLOW_KNIGHT):
         order = paid(server, HOLLOW_KNIGHT)
-        wait_for(server, order, "paid", until=lambda o: "fulfillment_failed" in o["flags"])
+        wait_for(server, order, "paid", until=lambda o: "product_unavailable" in o["flags"])
     return order
 
 
@@ -127,9 +127,9 @@ def test_order_list_filters_by_status_and_flag(server: RunningServer) -> None:
     assert [o["id"] for o in admin_orders(server, status="fulfilled")] == [fulfilled["id"]]
     assert [o["id"] for o in admin_orders(server, status="created")] == [created["id"]]
     assert admin_orders(server, status="expired") == []
-    assert [o["id"] for o in admin_orders(server, flag="fulfillment_failed")] == [failed["id"]]
+    assert [o["id"] for o in admin_orders(server, flag="product_unavailable")] == [failed["id"]]
     assert admin_orders(server, flag="paid_late") == []
-    both = admin_orders(server, status="paid", flag="fulfillment_failed")
+    both = admin_orders(server, status="paid", flag="product_unavailable")
     assert [o["id"] for o in both] == [failed["id"]]
     # An empty filter is no filter.
     assert len(admin_orders(server, status="", flag="")) == 3
@@ -328,7 +328,7 @@ def test_a_flagged_order_is_retried_by_the_admin(server: RunningServer) -> None:
     [job] = [j for j in dead_jobs(server) if j["order_id"] == order["id"]]
     assert job["key"] == f"fulfill:{order['id']}"
     assert "product_unavailable" in job["last_error"]
-    assert order["id"] in [o["id"] for o in admin_orders(server, flag="fulfillment_failed")]
+    assert order["id"] in [o["id"] for o in admin_orders(server, flag="product_unavailable")]
 
     assert retry(server, order["id"]).status_code == 200
     done = wait_for(server, order, "fulfilled")

@@ -82,11 +82,11 @@ def test_orders_by_status_and_flag(shop, bitloot) -> None:
     assert [r[0] for r in found] == [orders["paid"].order.id, orders["flagged"].order.id]
     assert [r[1] for r in found] == ["paid", "paid"]
     assert found[1][2:4] == ["14.99", "USD"]
-    assert found[1][-1] == "fulfillment_failed"
+    assert found[1][-1] == "product_unavailable"
     assert found[0][2:4] == ["23.98", "USD"]
     assert len(found[0]) == 6, "no flags on the pending order"
 
-    flagged = run("orders", "--flag", "fulfillment_failed")
+    flagged = run("orders", "--flag", "product_unavailable")
     assert [r[0] for r in rows(flagged.out)] == [orders["flagged"].order.id]
     assert run("orders", "--status", "underpaid").out == "no orders\n"
 
@@ -104,7 +104,7 @@ def test_orders_as_json(shop, bitloot) -> None:
         "abandoned": "waiting",
     }
     flagged = by_id[orders["flagged"].order.id]
-    assert flagged["flags"] == ["fulfillment_failed"]
+    assert flagged["flags"] == ["product_unavailable"]
     assert (flagged["total"], flagged["currency"]) == ("14.99", "usd")
     assert datetime.fromisoformat(flagged["created_at"]) == orders["flagged"].order.created_at
 
