@@ -9,23 +9,29 @@ The OpenAPI document is at /openapi.json (as on every server), shown at /docs.
 What is left to the server: bodies are read only up to ``MAX_BODY_BYTES`` (a larger
 ``Content-Length`` is refused unread, a chunked upload is cut off at the limit), and
 requests run on thread pools sized by what they wait for (see ``create_app``). An event
-stream holds no thread between its polls: it waits on the event loop.
+stream holds no thread between its polls: it waits on the event loop. ``server_config``
+bounds what slow clients can hold (``serve.REQUEST_READ_SECONDS``, ``KEEP_ALIVE_SECONDS``,
+``MAX_CONNECTIONS``): uvicorn has no deadline of its own on reading a request, so
+``ReadDeadline`` adds one.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from http import HTTPStatus
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
+import h11
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from bitloot_adapters.bootstrap import Shop
 from bitloot_adapters.http_api import (
@@ -37,7 +43,14 @@ from bitloot_adapters.http_api import (
     ShopApi,
     error_response,
 )
-from bitloot_adapters.serve import hide_url_tokens, parse_args, prepare_shop
+from bitloot_adapters.serve import (
+    KEEP_ALIVE_SECONDS,
+    MAX_CONNECTIONS,
+    REQUEST_READ_SECONDS,
+    hide_url_tokens,
+    parse_args,
+    prepare_shop,
+)
 
 PAGE_DIR = Path(__file__).parent / "static"
 WRITER_THREADS = 4
@@ -194,19 +207,71 @@ def _refusal(api: ShopApi, path: str, exc: HTTPException) -> HttpResponse:
     return error_response(status, code, detail)
 
 
+class ReadDeadline(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline on reading each request.
+
+    The headers and body must arrive within ``read_seconds`` of the connection opening, or
+    of the request's first byte on a kept-alive connection; otherwise the connection is
+    closed. Writing the answer (an event stream, say) has no deadline."""
+
+    read_seconds: float = REQUEST_READ_SECONDS
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is None and self.conn.their_state is h11.IDLE:
+            self._arm()  # the first byte of the next request
+        super().data_received(data)
+        if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
+            self._disarm()  # the request is in (or the connection is done)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.read_seconds, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def server_config(
+    app: FastAPI, *, host: str, port: int, read_seconds: float = REQUEST_READ_SECONDS
+) -> uvicorn.Config:
+    """How the example serves ``app``: deadlines and a connection limit for slow clients."""
+    protocol = type("ReadDeadline", (ReadDeadline,), {"read_seconds": read_seconds})
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        http=protocol,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        # Past it, new requests are answered 503 at once.
+        limit_concurrency=MAX_CONNECTIONS,
+        # uvicorn would otherwise take X-Forwarded-For from any loopback peer as the
+        # client; the shop decides that (BITLOOT_TRUSTED_PROXIES).
+        proxy_headers=False,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv, default_port=8000, default_data_dir=".bitloot-data")
     shop = prepare_shop(args, page_dir=PAGE_DIR)
     try:
-        # proxy_headers=False: uvicorn would otherwise take X-Forwarded-For from any
-        # loopback peer as the client; the shop decides that (BITLOOT_TRUSTED_PROXIES).
-        uvicorn.run(
-            create_app(shop),
-            host=args.host,
-            port=args.port,
-            log_level="warning",
-            proxy_headers=False,
-        )
+        uvicorn.Server(server_config(create_app(shop), host=args.host, port=args.port)).run()
     finally:
         shop.close()
 

@@ -19,13 +19,23 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Final
 
 from bitloot_core.errors import RateLimited
 
-__all__ = ["MAX_KEYS", "Proxies", "RateLimiter", "ShopLimits", "client_address"]
+__all__ = [
+    "MAX_KEYS",
+    "MAX_STREAMS",
+    "MAX_STREAMS_PER_ORDER",
+    "HeldStream",
+    "Proxies",
+    "RateLimiter",
+    "ShopLimits",
+    "StreamSlots",
+    "client_address",
+]
 
 MAX_KEYS: Final = 100_000
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -92,28 +102,6 @@ class RateLimiter:
             raise RateLimited(f"too many {self.what}; try again in {wait} s", retry_after=wait)
 
 
-@dataclass(frozen=True, slots=True)
-class ShopLimits:
-    """The shop's limits: orders per address and per email, payments opened per address,
-    rejected webhooks per address (a correctly signed webhook is never limited)."""
-
-    orders: RateLimiter
-    payments: RateLimiter
-    webhook_rejects: RateLimiter
-    trusted_proxies: Proxies = ()
-
-    @classmethod
-    def per_minute(
-        cls, *, orders: int, payments: int, webhook_rejects: int, trusted_proxies: Proxies = ()
-    ) -> ShopLimits:
-        return cls(
-            orders=RateLimiter(orders, what="orders"),
-            payments=RateLimiter(payments, what="payments opened"),
-            webhook_rejects=RateLimiter(webhook_rejects, what="rejected webhooks"),
-            trusted_proxies=trusted_proxies,
-        )
-
-
 def _trusted(address: str, proxies: Sequence[Network]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
@@ -132,3 +120,90 @@ def client_address(peer: str, headers: Mapping[str, str], proxies: Sequence[Netw
         if not _trusted(hop, proxies):
             return hop
     return hops[0] if hops else peer
+
+
+# Event streams each hold a connection (and, on a threaded server, a thread) while they
+# last: at most this many at once for one order, and in all.
+MAX_STREAMS_PER_ORDER: Final = 4
+MAX_STREAMS: Final = 200
+
+
+class StreamSlots:
+    """Counts open event streams per order and in total; thread-safe."""
+
+    def __init__(self, *, per_order: int = MAX_STREAMS_PER_ORDER, total: int = MAX_STREAMS) -> None:
+        self.per_order = per_order
+        self.total = total
+        self._open: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, order_id: str) -> bool:
+        with self._lock:
+            held = self._open.get(order_id, 0)
+            if held >= self.per_order or sum(self._open.values()) >= self.total:
+                return False
+            self._open[order_id] = held + 1
+            return True
+
+    def release(self, order_id: str) -> None:
+        with self._lock:
+            held = self._open.get(order_id, 0) - 1
+            if held > 0:
+                self._open[order_id] = held
+            else:
+                self._open.pop(order_id, None)
+
+    def held(self) -> int:
+        with self._lock:
+            return sum(self._open.values())
+
+
+class HeldStream:
+    """An event stream's chunks; closing it (or its end) gives its slot back, once."""
+
+    def __init__(self, chunks: Iterator[bytes], slots: StreamSlots, order_id: str) -> None:
+        self._chunks = chunks
+        self._slots = slots
+        self._order_id = order_id
+        self._held = True
+
+    def __iter__(self) -> HeldStream:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._chunks)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release(self._order_id)
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+
+@dataclass(frozen=True, slots=True)
+class ShopLimits:
+    """The shop's limits: orders per address and per email, payments opened per address,
+    rejected webhooks per address (a correctly signed webhook is never limited)."""
+
+    orders: RateLimiter
+    payments: RateLimiter
+    webhook_rejects: RateLimiter
+    trusted_proxies: Proxies = ()
+    streams: StreamSlots = field(default_factory=StreamSlots)
+
+    @classmethod
+    def per_minute(
+        cls, *, orders: int, payments: int, webhook_rejects: int, trusted_proxies: Proxies = ()
+    ) -> ShopLimits:
+        return cls(
+            orders=RateLimiter(orders, what="orders"),
+            payments=RateLimiter(payments, what="payments opened"),
+            webhook_rejects=RateLimiter(webhook_rejects, what="rejected webhooks"),
+            trusted_proxies=trusted_proxies,
+        )

@@ -24,6 +24,15 @@ from bitloot_adapters.bootstrap import Shop, build_shop
 from bitloot_adapters.logs import configure_logging
 from bitloot_adapters.settings import ConfigError, load_settings
 
+# What a slow or idle client may hold, on both example servers. A request's headers and
+# body must arrive in full within REQUEST_READ_SECONDS of the connection opening (or of
+# its first byte after a response), an idle keep-alive connection is closed after
+# KEEP_ALIVE_SECONDS, and at most MAX_CONNECTIONS are served at once (well under a
+# default `ulimit -n` of 1024: the store, the vault and the HTTP clients need some too).
+REQUEST_READ_SECONDS: Final = 10.0
+KEEP_ALIVE_SECONDS: Final = 5
+MAX_CONNECTIONS: Final = 512
+
 # The loggers that print request lines: werkzeug's (Flask) and uvicorn's access log.
 ACCESS_LOGGERS: Final = ("werkzeug", "uvicorn.access")
 # An access token in a query string, and a signed key URL (as good as the key until it

@@ -94,6 +94,7 @@ KNOWN_VARIABLES: Final = frozenset(
         "RATE_LIMIT_WEBHOOK_REJECTS_PER_MINUTE",
         "TRUSTED_PROXIES",
         "NOWPAYMENTS_IPN_SECRET_PREVIOUS",
+        "METRICS_TOKEN",
     }
 )
 # Read by the project's own test and benchmark tools, never by the shop: allowed so that
@@ -281,6 +282,8 @@ class Settings:
     ipn_secret: str = attrs.field(repr=False, validator=_not_empty)
     # During a rotation: the IPN secret being replaced, still accepted beside ipn_secret.
     ipn_secret_previous: str | None = attrs.field(default=None, repr=False)
+    # When set, GET /metrics needs ``Authorization: Bearer`` with it.
+    metrics_token: str | None = attrs.field(default=None, repr=False)
     kinguin_api_key: str = attrs.field(repr=False)
     kinguin_base_url: str
     vault_key: bytes = attrs.field(repr=False, validator=_key_bytes)
@@ -726,6 +729,7 @@ def load_settings(
         nowpayments_base_url=env.get(PREFIX + "NOWPAYMENTS_BASE_URL", ""),
         ipn_secret=secret("nowpayments_ipn_secret"),
         ipn_secret_previous=env.get(PREFIX + "NOWPAYMENTS_IPN_SECRET_PREVIOUS") or None,
+        metrics_token=env.get(PREFIX + "METRICS_TOKEN") or None,
         kinguin_api_key=kinguin_key or kept["sandbox_kinguin_api_key"],
         kinguin_base_url=env.get(PREFIX + "KINGUIN_BASE_URL", ""),
         vault_key=_key(secret("vault_key"), "VAULT_KEY"),

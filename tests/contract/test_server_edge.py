@@ -30,6 +30,7 @@ from flow import (
 )
 
 from bitloot_adapters.http_api import MAX_BODY_BYTES, ROUTES
+from bitloot_adapters.rate_limits import MAX_STREAMS_PER_ORDER
 from support.servers import RunningServer, load_example
 
 WRITER_THREADS: int = load_example("fastapi_server").WRITER_THREADS
@@ -281,11 +282,17 @@ def test_an_ipn_is_answered_while_writes_wait_on_a_slow_provider(server: Running
 
 
 def test_open_event_streams_hold_no_threads(server: RunningServer) -> None:
-    order = create_order(server, STARDEW)  # waits for payment: its stream stays open
-    head = (
-        f"GET /api/orders/{order['id']}/events?token={order['access_token']} HTTP/1.1\r\n"
-        "Host: shop\r\n\r\n"
-    ).encode()
+    # Orders waiting for payment keep their streams open; each order takes at most
+    # MAX_STREAMS_PER_ORDER of them.
+    orders = [create_order(server, STARDEW) for _ in range(-(-STREAMS // MAX_STREAMS_PER_ORDER))]
+    order = orders[0]
+    heads = [
+        (
+            f"GET /api/orders/{o['id']}/events?token={o['access_token']} HTTP/1.1\r\n"
+            "Host: shop\r\n\r\n"
+        ).encode()
+        for o in orders
+    ]
     token = bearer(order["access_token"])
     url = httpx.URL(server.url)
     assert url.host
@@ -301,10 +308,10 @@ def test_open_event_streams_hold_no_threads(server: RunningServer) -> None:
     quiet = max(healthz_seconds() for _ in range(3))
     streams = []
     try:
-        for _ in range(STREAMS):
+        for n in range(STREAMS):
             sock = socket.create_connection((url.host, url.port), timeout=ANSWER_SECONDS)
             streams.append(sock)
-            sock.sendall(head)
+            sock.sendall(heads[n // MAX_STREAMS_PER_ORDER])
         for sock in streams:  # every stream is open and has sent its first event
             received = b""
             while b"event: status" not in received:

@@ -33,6 +33,7 @@ from psycopg.rows import dict_row
 
 from bitloot_adapters.bootstrap import Shop, build_shop
 from bitloot_adapters.postgres_store import PostgresStore
+from bitloot_adapters.serve import REQUEST_READ_SECONDS
 from bitloot_adapters.settings import load_settings
 from bitloot_adapters.sqlite_store import SqliteStore
 from bitloot_adapters.vault_db import DatabaseVault
@@ -117,20 +118,25 @@ def postgres_env(database_url: str) -> dict[str, str]:
     }
 
 
-def _serve_fastapi(shop: Shop, port: int) -> tuple[threading.Thread, object]:
+# FastAPI and Flask run as their example scripts configure them (read deadlines,
+# connection limits), with the read deadline given.
+def _serve_fastapi(shop: Shop, port: int, read_seconds: float) -> tuple[threading.Thread, object]:
     import uvicorn  # noqa: PLC0415
 
-    app = load_example("fastapi_server").create_app(shop)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False)
+    example = load_example("fastapi_server")
+    config = example.server_config(
+        example.create_app(shop), host="127.0.0.1", port=port, read_seconds=read_seconds
     )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     return thread, server
 
 
-def _serve_django(shop: Shop, port: int) -> tuple[threading.Thread, object]:
+def _serve_django(shop: Shop, port: int, read_seconds: float) -> tuple[threading.Thread, object]:
     import uvicorn  # noqa: PLC0415
+
+    del read_seconds  # served with uvicorn's defaults
 
     app = load_example("django_server").create_app(shop)
     server = uvicorn.Server(
@@ -141,11 +147,11 @@ def _serve_django(shop: Shop, port: int) -> tuple[threading.Thread, object]:
     return thread, server
 
 
-def _serve_flask(shop: Shop, port: int) -> tuple[threading.Thread, object]:
-    from werkzeug.serving import make_server  # noqa: PLC0415
-
-    app = load_example("flask_server").create_app(shop)
-    server = make_server("127.0.0.1", port, app, threaded=True)
+def _serve_flask(shop: Shop, port: int, read_seconds: float) -> tuple[threading.Thread, object]:
+    example = load_example("flask_server")
+    server = example.make_server(
+        example.create_app(shop), host="127.0.0.1", port=port, read_seconds=read_seconds
+    )
     thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.05), daemon=True)
     thread.start()
     return thread, server
@@ -185,6 +191,7 @@ def running_server(
     *,
     worker: bool = True,
     worker_poll: float = 0.05,
+    read_seconds: float = REQUEST_READ_SECONDS,
 ) -> Iterator[RunningServer]:
     port = free_port()
     # Tests make many orders from one address: limits are off unless a test sets them.
@@ -196,7 +203,7 @@ def running_server(
     if worker:
         shop.start_worker(poll_seconds=worker_poll)
     serve = SERVERS[kind]
-    thread, server = serve(shop, port)
+    thread, server = serve(shop, port, read_seconds)
     url = f"http://127.0.0.1:{port}"
     http = httpx.Client(base_url=url, timeout=30)
     try:

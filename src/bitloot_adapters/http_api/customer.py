@@ -3,6 +3,7 @@ stream and the payment QR code; and the health and metrics probes."""
 
 from __future__ import annotations
 
+import hmac
 import io
 import json
 import time
@@ -13,14 +14,16 @@ from bitloot_adapters.http_api.shapes import (
     HttpRequest,
     HttpResponse,
     bearer_token,
+    header_token,
     json_body,
     json_default,
     json_response,
     order_json,
     payment_json,
 )
+from bitloot_adapters.rate_limits import HeldStream
 from bitloot_core.chart import TERMINAL
-from bitloot_core.errors import InvalidInput, NotFound
+from bitloot_core.errors import InvalidInput, NotFound, RateLimited, Unauthorized
 from bitloot_core.payment_uri import payment_uri
 
 if TYPE_CHECKING:
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 
 SSE_POLL_SECONDS: Final = 0.5
 SSE_MAX_SECONDS: Final = 30 * 60.0
+STREAM_RETRY_SECONDS: Final = 5
 MAX_PROVIDER_NAME: Final = 40
 
 
@@ -46,7 +50,12 @@ def healthz(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpR
 
 
 def metrics(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
-    del request, params
+    del params
+    expected = api.shop.settings.metrics_token
+    if expected is not None:
+        given = header_token(request) or ""
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise Unauthorized("the metrics token is missing or wrong")
     body, content_type = api.shop.metrics.render()
     return HttpResponse(status=200, body=body, content_type=content_type)
 
@@ -157,11 +166,18 @@ def key(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpRespo
 def events(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
     order_id, token = params["order_id"], bearer_token(request)
     api.checkout.get_order(order_id, token)  # authorise before streaming
+    slots = api.limits.streams
+    if not slots.acquire(order_id):
+        # Each stream holds a connection while it lasts; the page falls back to polling.
+        raise RateLimited(
+            "too many event streams are open (for this order, or in all)",
+            retry_after=STREAM_RETRY_SECONDS,
+        )
     return HttpResponse(
         status=200,
         content_type="text/event-stream",
         headers={"cache-control": "no-store", "x-accel-buffering": "no"},
-        stream=_status_stream(api, order_id, token),
+        stream=HeldStream(_status_stream(api, order_id, token), slots, order_id),
         stream_interval=SSE_POLL_SECONDS,
     )
 
