@@ -19,7 +19,6 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
 import django
@@ -36,7 +35,6 @@ from bitloot_adapters.http_api import HttpRequest, HttpResponse, ShopApi, error_
 from bitloot_adapters.http_api.asgi import AsgiApp, Receive, Scope, Send, read_request
 from bitloot_adapters.serve import hide_url_tokens, parse_args, prepare_shop
 
-PAGE_DIR = Path(__file__).parent / "static"
 T = TypeVar("T")
 # Where the wrapper leaves the shop and the request it read, for the view.
 API_KEY = "bitloot.api"
@@ -172,7 +170,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv, default_port=8002, default_data_dir=".bitloot-data-django")
-    shop = prepare_shop(args, page_dir=PAGE_DIR)
+    shop = prepare_shop(args)
     try:
         uvicorn.run(create_app(shop), host=args.host, port=args.port, log_level="warning")
     finally:

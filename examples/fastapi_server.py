@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from http import HTTPStatus
-from pathlib import Path
 
 import anyio
 import anyio.to_thread
@@ -52,7 +51,6 @@ from bitloot_adapters.serve import (
     prepare_shop,
 )
 
-PAGE_DIR = Path(__file__).parent / "static"
 WRITER_THREADS = 4
 WEBHOOK_THREADS = 4
 WEBHOOK_PATH = "/webhooks/{provider}"
@@ -269,7 +267,7 @@ def server_config(
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv, default_port=8000, default_data_dir=".bitloot-data")
-    shop = prepare_shop(args, page_dir=PAGE_DIR)
+    shop = prepare_shop(args)
     try:
         uvicorn.Server(server_config(create_app(shop), host=args.host, port=args.port)).run()
     finally:

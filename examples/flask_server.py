@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -32,8 +31,6 @@ from bitloot_adapters.serve import (
     parse_args,
     prepare_shop,
 )
-
-PAGE_DIR = Path(__file__).parent / "static"
 
 
 def create_app(shop: Shop) -> Flask:
@@ -106,7 +103,7 @@ def make_server(
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv, default_port=8001, default_data_dir=".bitloot-data-flask")
-    shop = prepare_shop(args, page_dir=PAGE_DIR)
+    shop = prepare_shop(args)
     server = make_server(create_app(shop), host=args.host, port=args.port)
     try:
         server.serve_forever()

@@ -28,6 +28,8 @@ import httpx
 
 from bitloot_adapters.btcpay import BtcPayClient
 from bitloot_adapters.clock import OffsetClock, SystemClock
+from bitloot_adapters.email_template import TemplateEmail
+from bitloot_adapters.http_api.pages import PACKAGED_PAGE
 from bitloot_adapters.kinguin import KinguinClient
 from bitloot_adapters.logs import FanOut, LogObserver
 from bitloot_adapters.mailers import FileMailer, SmtpMailer
@@ -67,6 +69,8 @@ from bitloot_core.service import Checkout, CheckoutConfig, ProviderSetup
 from bitloot_core.values import Product, ProductSource
 
 if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
     from bitloot_adapters.postgres_store import PostgresStore
     from bitloot_adapters.vault_db import SealedKeyStore
     from bitloot_adapters.vault_s3 import S3Vault
@@ -167,7 +171,7 @@ class Shop:
         clock: Clock,
         metrics: Metrics,
         sandbox: SandboxPanel | None,
-        page_dir: Path | None,
+        page_dir: Traversable | None,
         worker: Worker,
         closers: tuple[Callable[[], None], ...] = (),
     ) -> None:
@@ -294,7 +298,7 @@ def _metrics(store: Store) -> Metrics:
     return ShopMetrics(lambda: _count_orders(store))
 
 
-def _config(settings: Settings) -> CheckoutConfig:
+def _config(settings: Settings, completion_email: TemplateEmail | None) -> CheckoutConfig:
     return CheckoutConfig(
         signing_key=settings.signing_key,
         public_url=settings.public_url,
@@ -304,6 +308,7 @@ def _config(settings: Settings) -> CheckoutConfig:
         underpay_tolerance_percent=settings.underpay_tolerance_percent,
         job_lease=settings.job_lease,
         shop_name=settings.shop_name,
+        completion_email=completion_email,
     )
 
 
@@ -486,11 +491,15 @@ def build_shop(
     ``config`` replaces the ``CheckoutConfig`` made from settings; ``http`` is the client
     the provider clients (and the sandbox's IPNs) go through. ``providers`` replaces the
     payment providers settings would make; ``gateway`` replaces NOWPayments' client only.
+    ``page_dir`` replaces the customer page and console the package ships.
     """
     # What this call makes, it closes (in this order): sandbox servers, then the HTTP
     # client they post IPNs through, then the store and the vault.
     sandboxes: _Sandboxes | None = None
     made: list[Callable[[], None]] = []
+    # Before anything opens: a bad email template stops the start.
+    template = settings.email_template_dir
+    completion_email = TemplateEmail.load(template) if template and config is None else None
     if store is None:
         # First: a database of the other mode stops the start before anything runs.
         opened = open_store(settings)
@@ -536,7 +545,7 @@ def build_shop(
         vault=vault,
         mailer=mailer or _mailer(settings),
         clock=clock,
-        config=config or _config(settings),
+        config=config or _config(settings, completion_email),
         new_id=new_id or _new_id,
         random=_random_fraction,
         observer=FanOut(*observers),
@@ -566,7 +575,7 @@ def build_shop(
         clock=clock,
         metrics=metrics,
         sandbox=controls,
-        page_dir=page_dir,
+        page_dir=PACKAGED_PAGE if page_dir is None else page_dir,
         worker=worker,
         closers=tuple(closers),
     )

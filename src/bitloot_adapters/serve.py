@@ -85,14 +85,15 @@ def parse_args(
     return parser.parse_args(argv)
 
 
-def prepare_shop(args: argparse.Namespace, *, page_dir: Path) -> Shop:
-    """Settings from the environment and data dir, the shop wired, its worker started."""
+def prepare_shop(args: argparse.Namespace, *, page_dir: Path | None = None) -> Shop:
+    """Settings from the environment and data dir, the shop wired, its worker started
+    (serving the packaged page unless ``page_dir`` gives another)."""
     configure_logging()
     try:
         settings = load_settings(data_dir=args.data_dir, host=args.host, port=args.port)
+        shop = build_shop(settings, page_dir=page_dir)
     except ConfigError as exc:
         sys.exit(f"bitloot: {exc}")
-    shop = build_shop(settings, page_dir=page_dir)
     if not args.no_worker:
         shop.start_worker()
     mode = "sandbox mode (no real payments)" if settings.sandbox else "live mode"

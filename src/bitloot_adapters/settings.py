@@ -89,6 +89,7 @@ KNOWN_VARIABLES: Final = frozenset(
         "SANDBOX_URL",
         "SHOP_NAME",
         "MAIL_FROM",
+        "EMAIL_TEMPLATE_DIR",
         "RATE_LIMIT_ORDERS_PER_MINUTE",
         "RATE_LIMIT_PAYMENTS_PER_MINUTE",
         "RATE_LIMIT_WEBHOOK_REJECTS_PER_MINUTE",
@@ -328,6 +329,8 @@ class Settings:
     # The shop's name (email subjects, payment descriptions) and the From of its emails.
     shop_name: str = attrs.field(default="bitloot", validator=_not_empty)
     mail_from: str = attrs.field(default="bitloot <keys@bitloot.invalid>", validator=_mailbox)
+    # The completion email's subject.txt, body.txt and body.html (None: the built-in one).
+    email_template_dir: Path | None = None
     # The payment providers offered, the default first (BITLOOT_PAYMENT_PROVIDERS).
     payment_providers: tuple[str, ...] = attrs.field(default=("nowpayments",), validator=_providers)
     # BTCPay Server's store; required when "btcpay" is among the payment providers.
@@ -760,10 +763,22 @@ def load_settings(
         btcpay=_btcpay(env, kept, sandbox=sandbox) if "btcpay" in providers else None,
         sandbox_url=_sandbox_url(env, sandbox=sandbox),
         **_identity(env),
+        email_template_dir=_email_template_dir(env),
     )
 
 
 MAX_SHOP_NAME: Final = 100
+
+
+def _email_template_dir(env: Mapping[str, str]) -> Path | None:
+    """``BITLOOT_EMAIL_TEMPLATE_DIR``: an existing directory (its files are read by the shop)."""
+    value = env.get(PREFIX + "EMAIL_TEMPLATE_DIR", "").strip()
+    if not value:
+        return None
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"{PREFIX}EMAIL_TEMPLATE_DIR {folder} is not a directory")
+    return folder
 
 
 def _identity(env: Mapping[str, str]) -> dict[str, str]:

@@ -15,6 +15,8 @@ import pytest
 
 from bitloot_adapters.bootstrap import NoMetrics, Shop, build_shop
 from bitloot_adapters.http_api import MAX_BODY_BYTES, ShopApi
+from bitloot_adapters.http_api.pages import PACKAGED_PAGE
+from bitloot_adapters.http_api.shapes import HttpRequest
 from bitloot_adapters.settings import load_settings
 
 
@@ -166,4 +168,38 @@ def test_a_single_threaded_server_is_paid_without_deadlocking_on_its_own_sandbox
         server.shutdown()
         server.server_close()
         thread.join(10)
+        shop.close()
+
+
+def test_the_page_and_the_console_come_with_the_package(
+    mounted: tuple[httpx.Client, Shop],
+) -> None:
+    """No ``page_dir``: the customer page and the operator's console are the package's."""
+    http, _ = mounted
+    for path, marker in (("/", "app.js"), ("/order/any-order", "app.js"), ("/admin", "admin.js")):
+        answer = http.get(path)
+        assert answer.status_code == 200, path
+        assert answer.headers["content-type"] == "text/html; charset=utf-8"
+        assert marker in answer.text, path
+    for name in ("app.js", "app.css", "admin.js", "admin.css"):
+        answer = http.get(f"/static/{name}")
+        assert answer.status_code == 200, name
+        assert answer.content == (PACKAGED_PAGE / name).read_bytes()
+
+
+def test_a_page_dir_replaces_the_packaged_page(tmp_path: Path) -> None:
+    own = tmp_path / "page"
+    own.mkdir()
+    (own / "index.html").write_text("<html><body>our own shop</body></html>")
+    shop = build_shop(
+        load_settings(data_dir=tmp_path / "data", env={}), metrics=NoMetrics(), page_dir=own
+    )
+    try:
+        api = ShopApi(shop)
+        page = api.handle(HttpRequest(method="GET", path="/"))
+        assert page.status == 200
+        assert page.body == b"<html><body>our own shop</body></html>"
+        gone = api.handle(HttpRequest(method="GET", path="/static/app.js"))
+        assert gone.status == 404
+    finally:
         shop.close()

@@ -1,7 +1,8 @@
 """The customer page in a real browser: shop, cart, pay, live status, reveal.
 
-Each test clicks through ``examples/static`` served by a sandbox shop on loopback and
-uses the page's sandbox panel to play the customer's wallet and the passing of time.
+Each test clicks through the page the package ships (``bitloot_adapters/http_api/static``)
+served by a sandbox shop on loopback and uses the page's sandbox panel to play the
+customer's wallet and the passing of time.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from flow import (
 from bitloot_adapters.logs import configure_logging
 from bitloot_adapters.serve import parse_args, prepare_shop
 from bitloot_adapters.settings import ConfigError, load_settings
-from support.servers import PAGE_DIR, RunningServer, running_server
+from support.servers import RunningServer, running_server
 
 KINDS = ["fastapi", "flask"]
 VAULT_KEY = base64.b64encode(bytes(range(32))).decode()
@@ -183,7 +183,7 @@ def test_start_banner_never_prints_an_environment_admin_token(
         default_port=8000,
         default_data_dir=".x",
     )
-    shop = prepare_shop(args, page_dir=PAGE_DIR)
+    shop = prepare_shop(args)
     try:
         generated = shop.settings.admin_token
         secrets = [
@@ -200,7 +200,7 @@ def test_start_banner_never_prints_an_environment_admin_token(
 
     monkeypatch.setenv("BITLOOT_ADMIN_TOKEN", ADMIN_TOKEN)
     args.data_dir = tmp_path / "b"
-    shop = prepare_shop(args, page_dir=PAGE_DIR)
+    shop = prepare_shop(args)
     try:
         assert shop.settings.admin_token == ADMIN_TOKEN
         assert not shop.settings.admin_token_generated
@@ -329,7 +329,7 @@ def test_malformed_setting_stops_the_example_server_with_its_name(
         ["--data-dir", str(tmp_path / "d"), "--no-worker"], default_port=8000, default_data_dir="x"
     )
     with pytest.raises(SystemExit) as exited:
-        prepare_shop(args, page_dir=PAGE_DIR)
+        prepare_shop(args)
     assert "BITLOOT_ORDER_TTL_MINUTES" in str(exited.value.code)
 
 

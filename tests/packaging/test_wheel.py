@@ -29,6 +29,7 @@ from support.needs import missing
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
+PAGE = ROOT / "src" / "bitloot_adapters" / "http_api" / "static"
 VERSION = bitloot_core.__version__
 # What each extra promises: the modules a host can then import.
 EXTRAS = {
@@ -36,6 +37,27 @@ EXTRAS = {
     "s3": ["boto3"],
     "postgres": ["psycopg", "psycopg_pool"],
 }
+# The installed package's own page, through the WSGI app a host mounts (no page_dir).
+SERVE_PAGE = """
+import json, sys
+from pathlib import Path
+from wsgiref.util import setup_testing_defaults
+from bitloot_adapters.bootstrap import build_shop
+from bitloot_adapters.http_api import ShopApi
+from bitloot_adapters.settings import load_settings
+
+shop = build_shop(load_settings(data_dir=Path(sys.argv[1]), env={}))
+app = ShopApi(shop).wsgi_app()
+answers = {}
+for path in ("/", "/admin", "/static/app.js"):
+    environ = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
+    setup_testing_defaults(environ)
+    status = []
+    body = b"".join(app(environ, lambda s, h, e=None: status.append(s)))
+    answers[path] = [status[0], body.decode()]
+shop.close()
+print(json.dumps(answers))
+"""
 NEW_MODULES = """
 import json, sys
 before = set(sys.modules)
@@ -93,6 +115,9 @@ def test_build_makes_an_sdist_and_a_typed_wheel_of_one_version(dist: Path) -> No
         metadata = archive.read(f"bitloot-{VERSION}.dist-info/METADATA").decode()
     assert {"bitloot_core/py.typed", "bitloot_adapters/py.typed"} <= names
     assert not any(name.startswith(("tests/", "examples/")) for name in names)
+    # The customer page and the operator's console, every file of them.
+    page = {f"bitloot_adapters/http_api/static/{path.name}" for path in PAGE.iterdir()}
+    assert {"bitloot_adapters/http_api/static/index.html"} < page <= names
     assert f"Version: {VERSION}\n" in metadata
     assert "Classifier: Typing :: Typed" in metadata
     for extra in EXTRAS:
@@ -121,6 +146,15 @@ def test_the_bitloot_command_works_on_the_base_install(fresh: Path, tmp_path: Pa
     assert json.loads(listed.stdout) == []
     version = run(fresh / "bin" / "python", "-c", "import bitloot_core as c; print(c.__version__)")
     assert version.stdout.strip() == VERSION
+
+
+def test_the_installed_package_serves_its_page(fresh: Path, tmp_path: Path) -> None:
+    served = run(fresh / "bin" / "python", "-c", SERVE_PAGE, tmp_path / "data", cwd=tmp_path)
+    assert served.returncode == 0, served.stderr[-2000:]
+    answers = json.loads(served.stdout.splitlines()[-1])
+    assert answers["/"] == ["200 OK", (PAGE / "index.html").read_text()]
+    assert answers["/admin"] == ["200 OK", (PAGE / "admin.html").read_text()]
+    assert answers["/static/app.js"] == ["200 OK", (PAGE / "app.js").read_text()]
 
 
 def test_the_extras_install_what_they_promise(fresh: Path, dist: Path) -> None:

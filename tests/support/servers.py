@@ -42,7 +42,7 @@ from support.openapi_check import ResponseCheck
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-PAGE_DIR = EXAMPLES / "static"
+PAGE_DIR = ROOT / "src" / "bitloot_adapters" / "http_api" / "static"
 
 
 def load_example(name: str) -> ModuleType:
@@ -199,7 +199,7 @@ def running_server(
         f"BITLOOT_RATE_LIMIT_{n}_PER_MINUTE": "0" for n in ("ORDERS", "PAYMENTS", "WEBHOOK_REJECTS")
     }
     settings = load_settings(data_dir=data_dir, port=port, env=quiet | dict(env or {}))
-    shop = build_shop(settings, page_dir=PAGE_DIR)
+    shop = build_shop(settings)
     if worker:
         shop.start_worker(poll_seconds=worker_poll)
     serve = SERVERS[kind]

@@ -1,10 +1,18 @@
-"""The customer page's files, from the shop's page directory (none: every page is 404)."""
+"""The customer page's and the operator's console's files.
+
+They ship inside the package (``PACKAGED_PAGE``, read through ``importlib.resources`` so
+an installed wheel serves them); a shop's ``page_dir`` replaces them, and a shop built
+without any page directory answers 404 for every page.
+"""
 
 from __future__ import annotations
 
 import functools
 import gzip
 import re
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Final
 
 from bitloot_adapters.http_api.shapes import HttpRequest, HttpResponse
@@ -22,6 +30,9 @@ PAGE_TYPES: Final = {
 }
 # Text compresses; PNG already is.
 COMPRESSED_TYPES: Final = frozenset({".html", ".js", ".css", ".svg"})
+# The page as the package ships it: index.html (the shop and the order page), admin.html
+# (the operator's console) and the scripts and styles both load from /static/.
+PACKAGED_PAGE: Final[Traversable] = resources.files("bitloot_adapters.http_api") / "static"
 _PAGE_FILE = re.compile(r"^[A-Za-z0-9_-]+\.(html|js|css|svg|png)$")
 
 
@@ -29,15 +40,13 @@ def _page_file(api: ShopApi, request: HttpRequest, name: str) -> HttpResponse:
     page_dir = api.shop.page_dir
     if page_dir is None or not _PAGE_FILE.match(name) or not (page_dir / name).is_file():
         raise NotFound(f"no page file {name!r}")
-    path = page_dir / name
-    body = path.read_bytes()
+    body = (page_dir / name).read_bytes()
+    suffix = PurePath(name).suffix
     headers = {"cache-control": "no-cache", "vary": "accept-encoding"}
-    if path.suffix in COMPRESSED_TYPES and _accepts_gzip(request):
+    if suffix in COMPRESSED_TYPES and _accepts_gzip(request):
         body = _gzipped(body)
         headers["content-encoding"] = "gzip"
-    return HttpResponse(
-        status=200, body=body, content_type=PAGE_TYPES[path.suffix], headers=headers
-    )
+    return HttpResponse(status=200, body=body, content_type=PAGE_TYPES[suffix], headers=headers)
 
 
 def _accepts_gzip(request: HttpRequest) -> bool:
