@@ -202,8 +202,14 @@ def running_server(
     shop = build_shop(settings)
     if worker:
         shop.start_worker(poll_seconds=worker_poll)
-    serve = SERVERS[kind]
-    thread, server = serve(shop, port, read_seconds)
+    try:
+        thread, server = SERVERS[kind](shop, port, read_seconds)
+    except BaseException:
+        # A server that cannot start (its framework missing, say) must not leave the
+        # shop's worker, sandboxes and database pool running: they keep the test
+        # process from exiting.
+        shop.close()
+        raise
     url = f"http://127.0.0.1:{port}"
     http = httpx.Client(base_url=url, timeout=30)
     try:
