@@ -43,7 +43,7 @@ import binascii
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import quote
@@ -53,6 +53,7 @@ import httpx
 from bitloot_adapters import transport
 from bitloot_core.errors import (
     KeysPending,
+    PriceGuard,
     ProductUnavailable,
     SupplierError,
     SupplierOrderCanceled,
@@ -133,13 +134,20 @@ class KinguinClient:
     def __repr__(self) -> str:
         return f"KinguinClient(base_url={self._base_url!r})"
 
-    def fulfill(self, *, order_id: str, lines: Sequence[tuple[str, int]]) -> list[SuppliedKey]:
-        """Buy ``(productId, qty)`` lines for ``order_id`` (once) and return every key."""
+    def fulfill(
+        self,
+        *,
+        order_id: str,
+        lines: Sequence[tuple[str, int]],
+        max_prices: Mapping[str, Decimal] | None = None,
+    ) -> list[SuppliedKey]:
+        """Buy ``(productId, qty)`` lines for ``order_id`` (once) and return every key;
+        nothing at all when an offer costs more than its ``max_prices`` (``PriceGuard``)."""
         wanted = _wanted(order_id, lines)
         orders = self._found_orders(order_id, wanted)
         missing = _missing(order_id, wanted, orders)
         if missing:
-            orders.extend(self._place_missing(order_id, missing, orders))
+            orders.extend(self._place_missing(order_id, missing, orders, max_prices or {}))
         kinguin_ids = [_check_order(order, order_id) for order in orders]
         # Bounded by the wall clock too (requests take time, not only the pauses): the
         # worker's job lease must outlast a call, so a call must not outlast key_wait.
@@ -175,11 +183,23 @@ class KinguinClient:
         return found
 
     def _place_missing(
-        self, order_id: str, missing: dict[str, int], placed: list[dict[str, Any]]
+        self,
+        order_id: str,
+        missing: dict[str, int],
+        placed: list[dict[str, Any]],
+        max_prices: Mapping[str, Decimal],
     ) -> list[dict[str, Any]]:
-        """Price what is missing, then place it: pre-orders each alone, the rest together,
-        9 of a product in a request at most."""
+        """Price what is missing (every price within its limit, or nothing is placed),
+        then place it: pre-orders each alone, the rest together, 9 of a product in a
+        request at most."""
         offers = {product_id: self._offer(product_id, qty) for product_id, qty in missing.items()}
+        for product_id, (price, _) in offers.items():
+            limit = max_prices.get(product_id)
+            if limit is not None and price > limit:
+                raise PriceGuard(
+                    f"Kinguin asks {price} for {product_id}, more than its limit {limit}",
+                    kind="PriceGuard",
+                )
         used = {order.get("orderExternalId") for order in placed}
         together = {p: q for p, q in missing.items() if not offers[p][1]}
         groups = _named(order_id, _free(order_id, used), _rounds(together)) if together else []

@@ -60,6 +60,11 @@ Rule 15. The supplier's refusals that no retry changes end the fulfillment job a
         admin retries an unavailable product once it is back (never a canceled order: no
         re-buy under the same id), or refunds either: the order is ``failed``, ``marked``
         and ``refunded``.
+Rule 16. A Kinguin product is never bought above its limit, the order line's sale price:
+        when the supplier asks more, nothing is bought and the order stays ``paid`` with
+        ``price_guard``. The admin approves the purchase (``admin_fulfill``: once, the flag
+        gives way to ``price_approved`` and ``marked``, and the next purchase takes the
+        supplier's price) or refunds (``failed``, ``marked``, ``refunded``).
 """
 
 from __future__ import annotations
@@ -107,6 +112,8 @@ class Flag(enum.StrEnum):
     PAID_TWICE = "paid_twice"
     PRODUCT_UNAVAILABLE = "product_unavailable"
     SUPPLIER_ORDER_CANCELED = "supplier_order_canceled"
+    PRICE_GUARD = "price_guard"
+    PRICE_APPROVED = "price_approved"
 
 
 class OrderEvent(enum.StrEnum):
@@ -126,6 +133,7 @@ class OrderEvent(enum.StrEnum):
     FULFILLMENT_EXHAUSTED = "fulfillment_exhausted"
     FULFILLMENT_UNAVAILABLE = "fulfillment_unavailable"
     FULFILLMENT_CANCELED = "fulfillment_canceled"
+    FULFILLMENT_PRICE_GUARD = "fulfillment_price_guard"
     EMAIL_EXHAUSTED = "email_exhausted"
     ADMIN_RETRY_FULFILLMENT = "admin_retry_fulfillment"
     ADMIN_FULFILL = "admin_fulfill"
@@ -233,6 +241,7 @@ _FULFILLMENT_FAILED = frozenset({Flag.FULFILLMENT_FAILED})
 _EMAIL_FAILED = frozenset({Flag.EMAIL_FAILED})
 _UNAVAILABLE = frozenset({Flag.PRODUCT_UNAVAILABLE})
 _CANCELED = frozenset({Flag.SUPPLIER_ORDER_CANCELED})
+_PRICE_GUARD = frozenset({Flag.PRICE_GUARD})
 _REFUNDED = frozenset({Flag.REFUNDED})
 _TWICE = frozenset({Flag.PAID_TWICE})
 
@@ -252,18 +261,26 @@ def _table() -> dict[tuple[OrderStatus, OrderEvent], Rule]:
         (S.PAID, E.FULFILLMENT_EXHAUSTED): Rule(target=S.PAID, raise_flags=_FULFILLMENT_FAILED),
         (S.PAID, E.FULFILLMENT_UNAVAILABLE): Rule(target=S.PAID, raise_flags=_UNAVAILABLE),
         (S.PAID, E.FULFILLMENT_CANCELED): Rule(target=S.PAID, raise_flags=_CANCELED),
+        (S.PAID, E.FULFILLMENT_PRICE_GUARD): Rule(target=S.PAID, raise_flags=_PRICE_GUARD),
+        # The admin approves the supplier's price, once (rule 16).
+        (S.PAID, E.ADMIN_FULFILL): Rule(
+            target=S.PAID,
+            requires=_PRICE_GUARD,
+            raise_flags=frozenset({Flag.PRICE_APPROVED, Flag.MARKED}),
+            clear_flags=_PRICE_GUARD | _FULFILLMENT_FAILED,
+        ),
         # Retry once the product is back (rule 15); never after the supplier canceled.
         (S.PAID, E.ADMIN_RETRY_FULFILLMENT): Rule(
             target=S.PAID,
-            forbids=_CANCELED,
+            forbids=_CANCELED | _PRICE_GUARD,
             clear_flags=_FULFILLMENT_FAILED | _UNAVAILABLE,
         ),
         # A paid order that cannot be fulfilled is refunded by the admin (rule 15).
         (S.PAID, E.ADMIN_REFUND): Rule(
             target=S.FAILED,
-            requires_any=_UNAVAILABLE | _CANCELED,
+            requires_any=_UNAVAILABLE | _CANCELED | _PRICE_GUARD,
             raise_flags=frozenset({Flag.MARKED, Flag.REFUNDED}),
-            clear_flags=_UNAVAILABLE | _CANCELED | _FULFILLMENT_FAILED,
+            clear_flags=_UNAVAILABLE | _CANCELED | _PRICE_GUARD | _FULFILLMENT_FAILED,
         ),
         (S.FULFILLED, E.EMAIL_EXHAUSTED): Rule(target=S.FULFILLED, raise_flags=_EMAIL_FAILED),
         (S.FULFILLED, E.ADMIN_RESEND_EMAIL): Rule(
@@ -327,6 +344,8 @@ ON_EVENT: Final = MappingProxyType(
     {
         E.ADMIN_RETRY_FULFILLMENT: (Effect.ENQUEUE_FULFILLMENT,),
         E.ADMIN_RESEND_EMAIL: (Effect.ENQUEUE_COMPLETION_EMAIL,),
+        # Entering paid enqueues it already; an approved price (paid -> paid) must too.
+        E.ADMIN_FULFILL: (Effect.ENQUEUE_FULFILLMENT,),
     }
 )
 
@@ -342,6 +361,7 @@ JOBS: Final = MappingProxyType(
                 {
                     "product_unavailable": E.FULFILLMENT_UNAVAILABLE,
                     "supplier_order_canceled": E.FULFILLMENT_CANCELED,
+                    "price_guard": E.FULFILLMENT_PRICE_GUARD,
                 }
             ),
         ),
@@ -380,7 +400,8 @@ def apply(status: OrderStatus, flags: frozenset[Flag], event: OrderEvent) -> Tra
     new_flags = (flags | rule.raise_flags) - rule.clear_flags
     effects: tuple[Effect, ...] = ON_EVENT.get(event, ())
     if rule.target != status:
-        effects = ON_ENTER.get(rule.target, ()) + effects
+        entered = ON_ENTER.get(rule.target, ())
+        effects = entered + tuple(e for e in effects if e not in entered)
     return Transition(
         applied=True,
         status=rule.target,

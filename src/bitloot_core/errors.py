@@ -21,6 +21,7 @@
     │   ├── SupplierUnavailable       retryable: timeouts, 5xx, 429, ResourceLock, OrderFailed
     │   │   └── KeysPending           the supplier holds the order, keys not delivered yet
     │   ├── ProductUnavailable        out of stock (or short of the quantity): no purchase
+    │   ├── PriceGuard                the supplier asks more than the product's limit
     │   └── SupplierOrderCanceled     the supplier canceled or refunded its order
     ├── MailerError                   the mail server refused a message (502)
     │   └── MailerUnavailable         retryable: the server is down or busy
@@ -188,6 +189,14 @@ class ProductUnavailable(SupplierError):
     """The supplier cannot sell the product in the quantity ordered; nothing was bought."""
 
     code = "product_unavailable"
+    status_hint = 409
+
+
+class PriceGuard(SupplierError):
+    """The supplier asks more than the most the shop pays for the product; nothing was
+    bought (held for the admin: approve the purchase once, or refund)."""
+
+    code = "price_guard"
     status_hint = 409
 
 

@@ -6,9 +6,10 @@ implementations of every port, and ``bitloot_adapters`` the real ones.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
+from decimal import Decimal
 from typing import Protocol
 
 from bitloot_core.chart import Flag, OrderStatus
@@ -156,8 +157,18 @@ class PaymentGateway(Protocol):
 
 
 class KeySupplier(Protocol):
-    def fulfill(self, *, order_id: str, lines: Sequence[tuple[str, int]]) -> list[SuppliedKey]:
+    def fulfill(
+        self,
+        *,
+        order_id: str,
+        lines: Sequence[tuple[str, int]],
+        max_prices: Mapping[str, Decimal] | None = None,
+    ) -> list[SuppliedKey]:
         """Buy ``(product_ref, quantity)`` lines for ``order_id`` and return every key.
+
+        ``max_prices`` (per product_ref, per unit; None: no limit) is the most the shop
+        pays: when the supplier asks more for any line, raise ``PriceGuard`` and buy
+        nothing.
 
         Must never buy twice for one ``order_id``: look the order up by its external id
         before placing it again. Raises ``SupplierUnavailable`` (retry later) or

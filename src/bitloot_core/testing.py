@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -21,6 +21,7 @@ from bitloot_core.chart import Flag, OrderStatus
 from bitloot_core.errors import (
     ConcurrentUpdate,
     MailerUnavailable,
+    PriceGuard,
     ProviderError,
     SupplierUnavailable,
 )
@@ -400,20 +401,32 @@ class FakeGateway:
 class FakeSupplier:
     """A key supplier that hands out numbered keys, never twice per order.
 
-    ``fail_next`` makes the next calls raise ``SupplierUnavailable`` (or the given error).
+    ``fail_next`` makes the next calls raise ``SupplierUnavailable`` (or the given error);
+    ``prices`` is what it asks per product_ref (``PriceGuard`` above ``max_prices``).
     """
 
     def __init__(self) -> None:
+        self.prices: dict[str, Decimal] = {}
         self.orders: dict[str, list[SuppliedKey]] = {}
         self.calls: list[str] = []
         self.fail_next: list[Exception] = []
         self._serial = itertools.count(1)
 
-    def fulfill(self, *, order_id: str, lines: Sequence[tuple[str, int]]) -> list[SuppliedKey]:
+    def fulfill(
+        self,
+        *,
+        order_id: str,
+        lines: Sequence[tuple[str, int]],
+        max_prices: Mapping[str, Decimal] | None = None,
+    ) -> list[SuppliedKey]:
         self.calls.append(order_id)
         if self.fail_next:
             raise self.fail_next.pop(0)
         if order_id not in self.orders:
+            for ref, _ in lines:
+                asked, limit = self.prices.get(ref), (max_prices or {}).get(ref)
+                if asked is not None and limit is not None and asked > limit:
+                    raise PriceGuard(f"{ref} costs {asked}, the limit is {limit}")
             self.orders[order_id] = [
                 SuppliedKey(product_ref=ref, secret=f"KEY-{ref}-{next(self._serial)}".encode())
                 for ref, quantity in lines

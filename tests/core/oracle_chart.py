@@ -68,11 +68,15 @@ class OracleChart(StateMachine):
     fulfillment_exhausted = paid.to.itself()
     fulfillment_unavailable = paid.to.itself()
     fulfillment_canceled = paid.to.itself()
-    admin_retry_fulfillment = paid.to.itself(unless="supplier_order_canceled")
+    fulfillment_price_guard = paid.to.itself()
+    admin_retry_fulfillment = paid.to.itself(unless=["supplier_order_canceled", "price_guard"])
     email_exhausted = fulfilled.to.itself()
     admin_resend_email = fulfilled.to.itself(cond="email_failed")
     admin_fulfill = (
-        underpaid.to(paid) | expired.to(paid, cond="paid_late") | failed.to(paid, cond="paid_late")
+        underpaid.to(paid)
+        | expired.to(paid, cond="paid_late")
+        | failed.to(paid, cond="paid_late")
+        | paid.to.itself(cond="price_guard")
     )
     admin_refund = (
         paid.to(failed, cond="cannot_be_fulfilled")
@@ -95,8 +99,11 @@ class OracleChart(StateMachine):
     def supplier_order_canceled(self) -> bool:
         return "supplier_order_canceled" in self.flags
 
+    def price_guard(self) -> bool:
+        return "price_guard" in self.flags
+
     def cannot_be_fulfilled(self) -> bool:
-        return bool({"product_unavailable", "supplier_order_canceled"} & self.flags)
+        return bool({"product_unavailable", "supplier_order_canceled", "price_guard"} & self.flags)
 
     # Flags, raised and cleared by event.
     def on_payment_paid_in_full(self, source: State, target: State) -> None:
@@ -126,6 +133,9 @@ class OracleChart(StateMachine):
     def on_fulfillment_canceled(self) -> None:
         self.flags.add("supplier_order_canceled")
 
+    def on_fulfillment_price_guard(self) -> None:
+        self.flags.add("price_guard")
+
     def on_admin_retry_fulfillment(self) -> None:
         self.flags -= {"fulfillment_failed", "product_unavailable"}
 
@@ -135,12 +145,20 @@ class OracleChart(StateMachine):
     def on_admin_resend_email(self) -> None:
         self.flags.discard("email_failed")
 
-    def on_admin_fulfill(self) -> None:
+    def on_admin_fulfill(self, source: State) -> None:
         self.flags.add("marked")
         self.flags.discard("paid_late")
+        if source == self.paid:  # the supplier's price approved, once
+            self.flags -= {"price_guard", "fulfillment_failed"}
+            self.flags.add("price_approved")
 
     def on_admin_refund(self, source: State) -> None:
         self.flags |= {"marked", "refunded"}
         self.flags.discard("paid_late")
         if source == self.paid:  # a paid order that cannot be fulfilled
-            self.flags -= {"fulfillment_failed", "product_unavailable", "supplier_order_canceled"}
+            self.flags -= {
+                "fulfillment_failed",
+                "product_unavailable",
+                "supplier_order_canceled",
+                "price_guard",
+            }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -265,8 +266,14 @@ class _SlowSupplier(FakeSupplier):
         self.took_over: list[str] = []
         self._busy = False
 
-    def fulfill(self, *, order_id: str, lines: list[tuple[str, int]]) -> list[SuppliedKey]:  # type: ignore[override]
-        keys = super().fulfill(order_id=order_id, lines=lines)
+    def fulfill(  # type: ignore[override]
+        self,
+        *,
+        order_id: str,
+        lines: list[tuple[str, int]],
+        max_prices: Mapping[str, Decimal] | None = None,
+    ) -> list[SuppliedKey]:
+        keys = super().fulfill(order_id=order_id, lines=lines, max_prices=max_prices)
         if not self._busy:
             self._busy = True  # the second worker's call must not start a third
             self._kit.clock.advance(timedelta(minutes=3))

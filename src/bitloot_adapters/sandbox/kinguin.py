@@ -285,6 +285,16 @@ class KinguinSandbox:
                 raise KeyError(product_id)
             self._products[product_id] = replace(product, stock=qty)
 
+    def set_price(self, product_id: str, price: Decimal) -> None:
+        """Set what Kinguin's cheapest offer of ``product_id`` asks (EUR, per key)."""
+        if price <= 0:
+            raise ValueError("a price must be positive")
+        with self._lock:
+            product = self._products.get(product_id)
+            if product is None:
+                raise KeyError(product_id)
+            self._products[product_id] = replace(product, price=price)
+
     def cancel(self, order_id: str, status: Literal["canceled", "refunded"] = "canceled") -> None:
         """Cancel or refund an order (Kinguin's support does; its keys stop being served)."""
         now = self._clock.now()

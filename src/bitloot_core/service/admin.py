@@ -98,8 +98,8 @@ def resolve(ctx: Context, order_id: str, *, action: str, note: str, actor: str) 
         if not chart.apply(order.status, order.flags, event).applied:
             msg = (
                 "only underpaid or paid-late orders, or paid ones whose product is "
-                f"unavailable or whose supplier order was canceled, can be resolved, not "
-                f"this {order.status} one"
+                "unavailable, whose supplier order was canceled or whose supplier price is "
+                f"over its limit, can be resolved, not this {order.status} one"
             )
             raise InvalidState(msg)
         ctx.audit(tx, order_id, f"admin_{action}", note or "-", actor=actor)

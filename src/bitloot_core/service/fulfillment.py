@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from decimal import Decimal
 from typing import Final
 
-from bitloot_core.chart import JobKind, OrderEvent, OrderStatus
+from bitloot_core.chart import Flag, JobKind, OrderEvent, OrderStatus
 from bitloot_core.errors import PoolEmpty, SupplierError
 from bitloot_core.service import stock
 from bitloot_core.service.context import Context, order_of
@@ -95,7 +96,14 @@ def _from_supplier(
     for item in items:
         ref = item.supplier_ref or item.product_id
         wanted[ref] = wanted.get(ref, 0) + item.quantity
-    keys = ctx.supplier.fulfill(order_id=order.id, lines=sorted(wanted.items()))
+    # Never above the sale price (chart rule 16) unless the admin approved this order's.
+    limits: dict[str, Decimal] | None = None
+    if Flag.PRICE_APPROVED not in order.flags:
+        limits = {}
+        for item in items:
+            ref = item.supplier_ref or item.product_id
+            limits[ref] = min(limits.get(ref, item.unit_price), item.unit_price)
+    keys = ctx.supplier.fulfill(order_id=order.id, lines=sorted(wanted.items()), max_prices=limits)
     by_product: dict[str, list[int]] = {}
     for index, key in enumerate(keys):
         by_product.setdefault(key.product_ref, []).append(index)
