@@ -7,7 +7,7 @@ import { $, el } from "./dom.js";
 const TOKEN_KEY = "bitloot.admin_token";
 const PAGE_SIZE = 20;
 const STATUSES = ["created", "waiting", "confirming", "paid", "fulfilled", "expired", "failed", "underpaid"];
-const FLAGS = ["paid_late", "overpaid", "paid_twice", "fulfillment_failed", "product_unavailable", "supplier_order_canceled", "email_failed", "refunded", "marked"];
+const FLAGS = ["paid_late", "overpaid", "paid_twice", "fulfillment_failed", "product_unavailable", "supplier_order_canceled", "price_guard", "price_approved", "email_failed", "refunded", "marked"];
 // What each button asks before it runs, and the path it posts to.
 const ACTIONS = {
   "retry-fulfillment": { ask: "Retry the fulfillment of order", path: (id) => `/api/admin/orders/${enc(id)}/retry-fulfillment` },
