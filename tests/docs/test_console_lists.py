@@ -8,7 +8,14 @@ from pathlib import Path
 
 from bitloot_core.chart import Flag, OrderStatus
 
-CONSOLE = Path(__file__).resolve().parents[2] / "examples" / "static" / "admin.js"
+CONSOLE = (
+    Path(__file__).resolve().parents[2]
+    / "src"
+    / "bitloot_adapters"
+    / "http_api"
+    / "static"
+    / "admin.js"
+)
 
 
 def listed(name: str) -> list[str]:
