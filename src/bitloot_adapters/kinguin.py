@@ -44,6 +44,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import quote
@@ -158,10 +159,13 @@ class KinguinClient:
             if delivered is not None:
                 return delivered
             if max(waited, self._monotonic() - started) >= self._key_wait:
+                preorders = self._waiting_preorders(order_id, orders, keys)
                 raise KeysPending(
                     f"Kinguin order {', '.join(kinguin_ids)} for order {order_id}: keys not yet "
                     f"delivered ({len(keys)} of {sum(wanted.values())})",
-                    preorder=self._waits_for_preorder(order_id, orders, keys),
+                    preorder=bool(preorders),
+                    supplier_orders=tuple(kinguin_ids),
+                    release_at=self._release(preorders),
                 )
             pause = min(self._poll_interval, self._key_wait - waited)
             self._sleep(pause)
@@ -212,22 +216,43 @@ class KinguinClient:
             for external_id, group in groups
         ]
 
-    def _waits_for_preorder(
+    def _waiting_preorders(
         self, order_id: str, orders: list[dict[str, Any]], keys: list[dict[str, Any]]
-    ) -> bool:
-        """Whether a key still missing belongs to a pre-order (its wait may be longer)."""
+    ) -> list[str]:
+        """The pre-orders whose keys are still missing (their wait may be longer)."""
         have: dict[str, int] = {}
         for key in keys:
             have[str(key.get("productId"))] = have.get(str(key.get("productId")), 0) + 1
+        ordered: dict[str, int] = {}
+        preorders = set()
         for order in orders:
             for product in _products(order) or []:
-                short = have.get(product["productId"], 0) < product["qty"]
-                own = order.get("orderExternalId") in _series(
-                    _own_id(order_id, product["productId"])
+                product_id = product["productId"]
+                ordered[product_id] = ordered.get(product_id, 0) + product["qty"]
+                own = order.get("orderExternalId") in _series(_own_id(order_id, product_id))
+                if product.get("isPreorder") is True or own:
+                    preorders.add(product_id)
+        return sorted(p for p in preorders if have.get(p, 0) < ordered[p])
+
+    def _release(self, product_ids: list[str]) -> datetime | None:
+        """The latest release date Kinguin gives for these products (None: unknown).
+
+        Only informs the admin: a lookup that fails says nothing, it never fails the wait.
+        """
+        releases = []
+        for product_id in product_ids:
+            try:
+                product = self._json(
+                    self._send("GET", f"/v2/products/{quote(product_id, safe='')}")
                 )
-                if short and (product.get("isPreorder") is True or own):
-                    return True
-        return False
+            except (SupplierError, ValueError):
+                continue
+            release = _release_date(
+                product.get("releaseDate") if isinstance(product, dict) else None
+            )
+            if release is not None:
+                releases.append(release)
+        return max(releases, default=None)
 
     def find_order(self, order_external_id: str) -> dict[str, Any] | None:
         """The Kinguin order placed with ``orderExternalId``, or ``None``."""
@@ -379,6 +404,17 @@ class KinguinClient:
                 "with a body that is not JSON",
                 status=response.status_code,
             ) from exc
+
+
+def _release_date(value: object) -> datetime | None:
+    """Kinguin's ``releaseDate`` ("2026-12-24", or a full timestamp) as an aware UTC time."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _own_id(order_id: str, product_id: str) -> str:

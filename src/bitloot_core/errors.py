@@ -40,6 +40,7 @@ server should answer) and ``retryable`` (whether the worker should try again).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar
 
 
@@ -178,11 +179,22 @@ class KeysPending(SupplierUnavailable):
     code = "keys_pending"
 
     def __init__(
-        self, message: str, *, preorder: bool = False, kind: str | None = "KeysPending"
+        self,
+        message: str,
+        *,
+        preorder: bool = False,
+        kind: str | None = "KeysPending",
+        supplier_orders: tuple[str, ...] = (),
+        release_at: datetime | None = None,
     ) -> None:
         super().__init__(message, kind=kind)
         self.preorder = preorder
+        # The supplier's own order ids, and a pre-order's release when the supplier says.
+        self.supplier_orders = supplier_orders
+        self.release_at = release_at
         self.data["preorder"] = preorder
+        self.data["supplier_orders"] = supplier_orders
+        self.data["release_at"] = release_at
 
 
 class ProductUnavailable(SupplierError):

@@ -200,6 +200,8 @@ def test_keys_still_missing_after_key_wait_are_retryable_and_found_later(
     assert caught.value.kind == "KeysPending"
     assert caught.value.retryable
     assert not caught.value.preorder
+    assert caught.value.release_at is None
+    assert caught.value.supplier_orders == (sandbox.orders[0]["orderId"],)
     assert sleeper.pauses == [2.0, 2.0, 1.0]
 
     clock.advance(timedelta(minutes=1))
@@ -411,6 +413,10 @@ def test_a_pre_order_is_ordered_on_its_own_and_waited_for_until_its_release(clie
 
     assert caught.value.preorder
     assert caught.value.retryable
+    assert caught.value.release_at == (clock.now() + timedelta(days=30)).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )  # Kinguin gives the release's date only
+    assert sorted(caught.value.supplier_orders) == sorted(o["orderId"] for o in sandbox.orders)
     assert sorted(posts(sandbox)) == ["ord_1", "ord_1-pre"]
     bodies = sorted(
         json.loads(c.body)["products"][0]["productId"] for c in sandbox.calls if c.method == "POST"

@@ -249,3 +249,32 @@ def test_dead_letters_retry_one_and_all_with_progress(
         wait_status(server, order_id, "fulfilled")
         assert "admin_retry_fulfillment" in audit_actions(server, order_id)
     assert_no_violations(page, "the dead letters after retrying")
+
+
+# --- waiting for keys -----------------------------------------------------------------------
+
+
+def test_orders_waiting_for_kinguin_keys_are_listed_and_open(
+    page: Page, server: RunningServer, screenshot: Screenshot
+) -> None:
+    delay = server.http.post("/sandbox/kinguin/key-delay", json={"seconds": 3 * 3600})
+    assert delay.status_code == 200, delay.text
+    order_id = paid(server, "waits@example.com", "stardew-valley")
+    deadline = time.monotonic() + 20
+    while not (waits := server.http.get("/api/admin/waiting", headers=server.admin).json()):
+        assert time.monotonic() < deadline, "the order never waited for its keys"
+        time.sleep(0.05)
+    (kinguin_order,) = waits[0]["supplier_orders"]
+
+    signed_in(page, server)
+
+    row = page.get_by_test_id("waiting-row")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text(order_id)
+    expect(row).to_contain_text(kinguin_order)
+    expect(page.get_by_test_id("waiting-empty")).to_be_hidden()
+    assert_no_violations(page, "an order waiting for its keys")
+    screenshot(page, "admin-waiting-for-keys")
+    page.get_by_test_id("open-waiting").click()
+    expect(page.get_by_test_id("order-summary")).to_contain_text("paid")
+    expect(page.get_by_test_id("audit")).to_contain_text("keys_pending")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from flow import (
@@ -21,6 +22,8 @@ from flow import (
     wait_for,
 )
 
+from bitloot_adapters.sandbox import KinguinProduct
+from bitloot_core.values import Product, ProductSource
 from support.servers import RunningServer
 
 THREE_HOURS = 3 * 3600
@@ -47,6 +50,13 @@ def paid_and_waiting(server: RunningServer, delay: int = THREE_HOURS) -> dict[st
     return order
 
 
+def waiting_orders(server: RunningServer) -> list[dict[str, Any]]:
+    response = server.http.get("/api/admin/waiting", headers=server.admin)
+    assert response.status_code == 200, response.text
+    found: list[dict[str, Any]] = response.json()
+    return found
+
+
 def emails(server: RunningServer) -> int:
     return len(list((server.shop.settings.data_dir / "mail").glob("*.eml")))
 
@@ -61,6 +71,12 @@ def test_keys_three_hours_late_end_in_one_fulfilled_order_and_one_email(
         job = fulfillment_job(server, order["id"])
         assert (job["state"], job["attempts"]) == ("pending", 0), job
     assert get_order(server, order)["status"] == "paid"
+    (waiting,) = waiting_orders(server)
+    (kinguin_order,) = server.http.get("/sandbox/kinguin/orders").json()
+    assert waiting["order_id"] == order["id"]
+    assert waiting["supplier_orders"] == [kinguin_order["order_id"]]
+    assert (waiting["preorder"], waiting["release_at"]) == (False, None)
+    assert waiting["since"] < waiting["next_poll"]
     advance(server, THREE_HOURS)
 
     fulfilled = wait_for(server, order, "fulfilled")
@@ -71,6 +87,7 @@ def test_keys_three_hours_late_end_in_one_fulfilled_order_and_one_email(
         time.sleep(0.05)
     assert emails(server) == 1
     assert len(server.shop.sandbox.supplier.orders) == 1  # type: ignore[union-attr]
+    assert waiting_orders(server) == []
 
 
 def test_the_kinguin_webhook_wakes_fulfillment_before_the_next_poll(
@@ -164,3 +181,52 @@ def test_an_order_over_ninety_units_is_refused(server: RunningServer) -> None:
     )
 
     assert_error(response, 400, "too_many_units")
+
+
+def test_a_pre_order_waits_for_its_release_shown_to_the_admin(server: RunningServer) -> None:
+    sandbox = server.shop.sandbox
+    assert sandbox is not None
+    release = sandbox.clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    release += timedelta(days=10)
+    sandbox.supplier.add_product(
+        KinguinProduct(
+            product_id="5c9b00000000000000000001",
+            kinguin_id=90001,
+            name="Coming Soon Steam CD Key",
+            price=Decimal("20.00"),
+            release_at=release,
+        )
+    )
+    server.shop.checkout.save_product(
+        Product(
+            id="coming-soon",
+            name="Coming Soon",
+            price=Decimal("25.00"),
+            currency="usd",
+            source=ProductSource.KINGUIN,
+            supplier_ref="5c9b00000000000000000001",
+        )
+    )
+    order = create_order(server, "coming-soon", quantity=2)
+    payment = open_payment(server, order)
+    pay(server, payment["id"])
+    deadline = time.monotonic() + 15
+    while not waiting_orders(server):
+        assert time.monotonic() < deadline, fulfillment_job(server, order["id"])
+        time.sleep(0.05)
+
+    (waiting,) = waiting_orders(server)
+    assert waiting["order_id"] == order["id"]
+    assert waiting["preorder"] is True
+    assert waiting["release_at"] == release.isoformat().replace("+00:00", "Z")
+    (placed,) = server.http.get("/sandbox/kinguin/orders").json()
+    assert placed["order_external_id"] == f"{order['id']}-5c9b00000000000000000001"
+    advance(server, 9 * 24 * 3600)  # a day before the release: still waiting
+    assert get_order(server, order)["status"] == "paid"
+    assert fulfillment_job(server, order["id"])["attempts"] == 0
+
+    advance(server, 24 * 3600)
+
+    fulfilled = wait_for(server, order, "fulfilled")
+    assert fulfilled["flags"] == []
+    assert waiting_orders(server) == []

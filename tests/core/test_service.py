@@ -775,6 +775,41 @@ def test_a_pre_order_waits_past_the_regular_limit(kit: Kit) -> None:
     assert status_of(kit, created)[0] is OrderStatus.FULFILLED
 
 
+def test_the_admin_sees_the_orders_waiting_for_keys_longest_first(kit: Kit) -> None:
+    release = kit.clock.now() + timedelta(days=20)
+    preorder = KeysPending(
+        "not yet", supplier_orders=("K1", "K2"), preorder=True, release_at=release
+    )
+    first, first_payment = order_and_pay(kit)
+    kit.supplier.outage(1, preorder)
+    send_ipn(kit, first_payment, "finished")
+    assert run_jobs(kit) == ["waiting"]
+    began = kit.clock.now()
+    kit.clock.advance(timedelta(minutes=1))
+    second, second_payment = order_and_pay(kit)
+    kit.supplier.outage(1, KeysPending("not yet"))
+    send_ipn(kit, second_payment, "finished")
+    assert run_jobs(kit) == ["waiting"]
+    kit.clock.advance(timedelta(minutes=10))
+    kit.supplier.outage(1, preorder)
+    kit.supplier.outage(1, KeysPending("not yet"))
+    assert run_jobs(kit) == ["waiting", "waiting"]  # a poll each; the waits keep their start
+
+    waits = kit.checkout.waiting_for_keys()
+
+    assert [w.order_id for w in waits] == [first.order.id, second.order.id]
+    assert waits[0].since == began
+    assert waits[0].supplier_orders == ("K1", "K2")
+    assert (waits[0].preorder, waits[0].release_at) == (True, release)
+    assert waits[0].status is OrderStatus.PAID
+    assert waits[0].next_poll > kit.clock.now()
+    assert waits[0].last_error.startswith("keys_pending:")
+    assert (waits[1].supplier_orders, waits[1].preorder, waits[1].release_at) == ((), False, None)
+    kit.clock.advance(timedelta(minutes=5))
+    assert run_jobs(kit) == ["done", "done", "done", "done"]
+    assert kit.checkout.waiting_for_keys() == []
+
+
 def test_the_suppliers_webhook_wakes_a_waiting_fulfillment(kit: Kit) -> None:
     created, payment = order_and_pay(kit)
     kit.supplier.outage(1, KeysPending("keys not yet delivered"))

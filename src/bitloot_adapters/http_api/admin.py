@@ -168,6 +168,29 @@ def admin_jobs(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> Ht
     return json_response(200, [job_json(j) for j in jobs])
 
 
+def admin_waiting(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    """Orders whose fulfillment waits for the supplier's keys, longest first: since when,
+    the supplier's order ids, a pre-order's release when known, the next poll."""
+    del request, params
+    return json_response(
+        200,
+        [
+            {
+                "order_id": wait.order_id,
+                "email": wait.email,
+                "status": wait.status,
+                "since": wait.since,
+                "next_poll": wait.next_poll,
+                "supplier_orders": list(wait.supplier_orders),
+                "preorder": wait.preorder,
+                "release_at": wait.release_at,
+                "last_error": wait.last_error,
+            }
+            for wait in api.checkout.waiting_for_keys()
+        ],
+    )
+
+
 def admin_retry_job(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
     """A dead job again: a fulfillment is retried, a completion email resent (each audited
     on its order, as from the order's own buttons)."""

@@ -158,6 +158,19 @@ SCHEMAS: Final[dict[str, Schema]] = {
         }
     ),
     "Reveal": _object({"item_id": _TEXT, "at": _TIME, "expires_at": _TIME}),
+    "KeysWait": _object(
+        {
+            "order_id": _TEXT,
+            "email": _TEXT,
+            "status": {"enum": _values(OrderStatus)},
+            "since": _TIME,
+            "next_poll": _TIME,
+            "supplier_orders": {"type": "array", "items": _TEXT},
+            "preorder": {"type": "boolean"},
+            "release_at": _NULLABLE_TIME,
+            "last_error": _TEXT,
+        }
+    ),
     "AdminOrder": _object(
         {
             **_ORDER,
@@ -472,6 +485,15 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
         summary="Jobs",
         query={"state": _filter(JobState)},
         responses={200: _list("Job")},
+        tags=["admin"],
+    ),
+    ("GET", "/api/admin/waiting"): Operation(
+        summary="Orders waiting for the supplier's keys, longest first",
+        description=(
+            "Since when each waits, the supplier's order ids, a pre-order's release when "
+            "known, and when the supplier is asked again (its webhook may wake it sooner)."
+        ),
+        responses={200: _list("KeysWait")},
         tags=["admin"],
     ),
     ("POST", "/api/admin/jobs/{key}/retry"): Operation(

@@ -84,6 +84,7 @@ ROUTES: Final[tuple[Route, ...]] = (
     Route("POST", "/api/admin/orders/{order_id}/resolve", admin.admin_resolve, ADMIN),
     Route("POST", "/api/admin/products/{product_id}/keys", admin.admin_pool_keys, ADMIN),
     Route("GET", "/api/admin/jobs", admin.admin_jobs, ADMIN),
+    Route("GET", "/api/admin/waiting", admin.admin_waiting, ADMIN),
     Route("POST", "/api/admin/jobs/{key}/retry", admin.admin_retry_job, ADMIN),
     Route("GET", "/api/admin/health", admin.admin_health, ADMIN),
     Route("POST", "/sandbox/payments/{payment_id}/pay", sandbox.sandbox_pay, SANDBOX),

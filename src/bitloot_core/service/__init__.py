@@ -48,6 +48,7 @@ from bitloot_core.service import (
     payment_updates,
     reveal,
     sweeping,
+    waiting,
 )
 from bitloot_core.service.context import (
     CheckoutConfig,
@@ -63,6 +64,7 @@ from bitloot_core.service.results import (
     CreatedOrder,
     IpnResult,
     JobRun,
+    KeysWait,
     OpenedPaymentResult,
     OrderView,
     ProductView,
@@ -278,6 +280,10 @@ class Checkout:
     def list_jobs(self, *, state: JobState | None = None) -> list[Job]:
         return admin.list_jobs(self._ctx, state=state)
 
+    def waiting_for_keys(self) -> list[KeysWait]:
+        """Orders whose fulfillment waits for the supplier's keys now, longest first."""
+        return waiting.waiting_for_keys(self._ctx)
+
     def retry_fulfillment(self, order_id: str, *, actor: str = "admin") -> Order:
         """Re-enqueue fulfillment of a paid order whose retries ran out."""
         return admin.retry_fulfillment(self._ctx, order_id, actor=actor)
@@ -301,6 +307,7 @@ __all__ = [
     "EmailContent",
     "IpnResult",
     "JobRun",
+    "KeysWait",
     "OpenedPaymentResult",
     "OrderView",
     "ProductView",

@@ -15,7 +15,7 @@ from typing import Final
 from bitloot_core import chart, rules
 from bitloot_core.chart import JobKind
 from bitloot_core.errors import AdapterError, BitlootError, KeysPending
-from bitloot_core.service import emails, fulfillment
+from bitloot_core.service import emails, fulfillment, waiting
 from bitloot_core.service.context import Context
 from bitloot_core.service.leases import Lease, LeaseLost, lease_next
 from bitloot_core.service.outbox import transition
@@ -98,7 +98,7 @@ def _keys_pending(ctx: Context, job: Job, exc: KeysPending) -> JobRun | None:
             )
         )
         if first:  # once per wait, not once per poll
-            ctx.audit(tx, job.order_id, "keys_pending", error)
+            ctx.audit(tx, job.order_id, waiting.AUDIT_ACTION, waiting.describe(exc))
     ctx.observer.observe("keys_pending", job=job.key, preorder=exc.preorder)
     return JobRun(key=job.key, outcome="waiting", error=error)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from bitloot_core.chart import OrderStatus
 from bitloot_core.values import (
     AuditEntry,
     Job,
@@ -78,3 +79,18 @@ class AdminOrderView:
 class ProductView:
     product: Product
     available: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeysWait:
+    """An order whose fulfillment waits for the supplier's keys (the admin's view)."""
+
+    order_id: str
+    email: str
+    status: OrderStatus
+    since: datetime  # when this wait began
+    next_poll: datetime  # when the supplier is asked again (its webhook may wake it sooner)
+    supplier_orders: tuple[str, ...]  # the supplier's own order ids
+    preorder: bool
+    release_at: datetime | None  # a pre-order's release, when the supplier says
+    last_error: str

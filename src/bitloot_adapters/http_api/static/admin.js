@@ -86,7 +86,7 @@ async function openConsole() {
   $("sign-in").hidden = true;
   $("console").hidden = false;
   $("sign-out").hidden = false;
-  await Promise.all([loadHealth(), loadOrders(), loadDead()]);
+  await Promise.all([loadHealth(), loadWaiting(), loadOrders(), loadDead()]);
 }
 
 // --- health -------------------------------------------------------------------------
@@ -104,6 +104,28 @@ async function loadHealth() {
     ...(errors.length
       ? errors.map(([kind, e]) => el("li", { className: "wrap" }, el("strong", {}, `${kind}: `), `${e.error} (order ${e.order_id}, ${e.at})`))
       : [el("li", { className: "muted" }, "None.")]),
+  );
+}
+
+// --- waiting for keys ---------------------------------------------------------------
+
+const utc = (moment) => moment.replace("T", " ").replace("Z", "");
+
+async function loadWaiting() {
+  const waits = await admin("GET", "/api/admin/waiting");
+  $("waiting-empty").hidden = waits.length > 0;
+  $("waiting-body").replaceChildren(
+    ...waits.map((w) =>
+      el(
+        "tr",
+        { dataset: { testid: "waiting-row" } },
+        el("td", {}, el("button", { type: "button", className: "link-button", dataset: { orderId: w.order_id, testid: "open-waiting" } }, w.order_id)),
+        el("td", {}, utc(w.since)),
+        el("td", { className: "wrap" }, w.supplier_orders.join(", ") || "—"),
+        el("td", {}, w.preorder ? (w.release_at ? utc(w.release_at) : "not given") : "—"),
+        el("td", {}, utc(w.next_poll)),
+      ),
+    ),
   );
 }
 
@@ -194,7 +216,7 @@ async function act(action) {
   try {
     const order = await admin("POST", spec.path(orderId), spec.resolve ? { action, note } : undefined);
     say(`Done: order ${order.id} is ${order.status}.`, "info");
-    await Promise.all([openOrder(orderId), loadOrders(), loadHealth(), loadDead()]);
+    await Promise.all([openOrder(orderId), loadOrders(), loadHealth(), loadWaiting(), loadDead()]);
   } catch (error) {
     showError(error);
   }
@@ -270,6 +292,10 @@ function start() {
   $("actions").addEventListener("click", (event) => {
     const button = event.target.closest("[data-action]");
     if (button) act(button.dataset.action);
+  });
+  $("waiting-body").addEventListener("click", (event) => {
+    const button = event.target.closest("[data-order-id]");
+    if (button) openOrder(button.dataset.orderId).catch(showError);
   });
   $("dead-body").addEventListener("click", (event) => {
     const button = event.target.closest("[data-job-key]");
