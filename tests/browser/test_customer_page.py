@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, Request, Route, expect
 
+from support.axe import assert_no_violations
 from support.servers import RunningServer
 
 pytestmark = pytest.mark.browser
@@ -348,3 +349,34 @@ def test_with_one_provider_there_is_nothing_to_choose(page: Page, server: Runnin
     assert opened.value.post_data is None
     expect_waiting_for_payment(page)
     assert order_json(server, order_id, token_of(page))["payment"]["provider"] == "nowpayments"
+
+
+def test_paid_keys_on_their_way_differ_from_keys_held_for_the_staff(
+    page: Page, server: RunningServer, screenshot: Screenshot
+) -> None:
+    # Kinguin takes three hours: the keys are on their way, nothing for the customer to do.
+    delay = server.http.post("/sandbox/kinguin/key-delay", json={"seconds": 3 * 3600})
+    assert delay.status_code == 200, delay.text
+    fill_cart(page, "stardew-valley")
+    pay_with_crypto(page)
+    page.get_by_test_id("sandbox-pay").click()
+    expect_status(page, "Payment confirmed!")
+    hint = page.get_by_test_id("status-hint")
+    expect(hint).to_contain_text("Your keys are on their way")
+    assert_no_violations(page, "a paid order whose keys are on their way")
+    screenshot(page, "keys-on-their-way")
+
+    # Kinguin is out of stock: the order is held for the staff, and the page says so.
+    stock = server.http.post(
+        "/sandbox/kinguin/stock", json={"product_id": "5c9b6a0a2539a4e8f1729c11", "qty": 0}
+    )
+    assert stock.status_code == 200, stock.text
+    fill_cart(page, "hollow-knight", email="held@example.com")
+    order_id = pay_with_crypto(page)
+    page.get_by_test_id("sandbox-pay").click()
+    expect(hint).to_contain_text("Your keys are delayed")
+    expect(hint).not_to_contain_text("on their way")
+    expect_status(page, "Payment confirmed!")
+    assert "product_unavailable" in order_json(server, order_id, token_of(page))["flags"]
+    assert_no_violations(page, "a paid order held for the staff")
+    screenshot(page, "keys-held")

@@ -108,6 +108,24 @@ def test_the_kinguin_webhook_wakes_fulfillment_before_the_next_poll(
     assert "fulfillment_woken" in audit
 
 
+def test_moving_the_sandbox_clock_delivers_the_keys_and_the_webhook_by_itself(
+    server: RunningServer,
+) -> None:
+    order = paid_and_waiting(server, delay=120)
+    sandbox = server.shop.sandbox
+    assert sandbox is not None
+
+    # Two and a half minutes on: the keys are there, the next poll is minutes away; the
+    # clock's move alone sends Kinguin's webhook, which wakes the fulfillment.
+    advance(server, 150)
+
+    wait_for(server, order, "fulfilled")  # the shop's clock stays minutes from the poll
+    assert [(w.status, w.answered) for w in sandbox.supplier.webhooks] == [("completed", 204)]
+    audit = [e["action"] for e in admin_order(server, order["id"])["audit"]]
+    assert "fulfillment_woken" in audit
+    assert fulfillment_job(server, order["id"])["attempts"] == 1
+
+
 def test_the_kinguin_webhook_needs_the_secret_and_is_deduplicated(server: RunningServer) -> None:
     secret = server.shop.settings.kinguin_webhook_secret
     assert secret

@@ -85,6 +85,9 @@ function render(order) {
   else if (hadFocus && focusIsLost()) focusFirst(status);
 }
 
+// Flags of a paid order that waits for the shop's staff, not for the supplier.
+const HELD_FLAGS = ["fulfillment_failed", "product_unavailable", "supplier_order_canceled"];
+
 function statusHint(order) {
   const payment = order.payment;
   switch (order.status) {
@@ -94,6 +97,11 @@ function statusHint(order) {
     case "confirming":
       return "Your payment was seen; waiting for network confirmations.";
     case "paid":
+      // Held for the shop's staff (the supplier out of stock, its order canceled, the
+      // retries spent): waiting alone would never bring the keys.
+      if (order.flags.some((flag) => HELD_FLAGS.includes(flag))) {
+        return "Payment received. Your keys are delayed: our team has been told and will deliver them or refund you, and we email you either way. Your order id is above if you contact support.";
+      }
       // Kinguin may take hours (a pre-order: until its release): never promise seconds.
       return "Payment received. Your keys are on their way: this page updates by itself, and we email you when they are ready.";
     case "fulfilled":
