@@ -4,6 +4,7 @@ each state. Screenshots go to test-output/screenshots/admin-*.png."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.browser
 
 Screenshot = Callable[[Page, str], Path]
 GIFT_CARD = "gift-card-10"  # a pool of keys
-SOLD_OUT = "founders-pack"  # an empty pool: its fulfillment dies at once
+STALLED = "stardew-valley"  # a Kinguin product: while Kinguin is down, its fulfillment dies
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -42,6 +43,20 @@ def paid(server: RunningServer, email: str, product: str, amount: str | None = N
     body = {"amount": amount} if amount else {}
     assert server.http.post(f"/sandbox/payments/{payment_id}/pay", json=body).status_code == 200
     order_id: str = created["id"]
+    return order_id
+
+
+def kinguin_outage(server: RunningServer, failures: int) -> None:
+    body = {"failures": failures}
+    assert server.http.post("/sandbox/kinguin/outage", json=body).status_code == 200
+
+
+def dead_order(server: RunningServer, email: str) -> str:
+    """A paid order whose fulfillment died: Kinguin failed each of its five attempts."""
+    kinguin_outage(server, 5)
+    order_id = paid(server, email, STALLED)
+    wait_dead(server, order_id)
+    kinguin_outage(server, 0)
     return order_id
 
 
@@ -122,8 +137,7 @@ def test_orders_filter_page_and_open_with_every_record(
 ) -> None:
     for n in range(22):
         order(server, f"buyer{n:02}@example.com")
-    special = paid(server, "special@example.org", SOLD_OUT)
-    wait_dead(server, special)
+    special = dead_order(server, "special@example.org")
     signed_in(page, server)
     rows = page.get_by_test_id("order-row")
     expect(rows).to_have_count(20)
@@ -152,7 +166,7 @@ def test_orders_filter_page_and_open_with_every_record(
     page.get_by_test_id("open-order").filter(has_text=special).click()
     detail = page.get_by_test_id("order")
     expect(detail).to_contain_text("fulfillment_failed")
-    expect(page.get_by_test_id("items")).to_contain_text(SOLD_OUT)
+    expect(page.get_by_test_id("items")).to_contain_text(STALLED)
     expect(page.get_by_test_id("payments")).to_contain_text("nowpayments")
     expect(page.get_by_test_id("webhooks")).to_contain_text("applied")
     expect(page.get_by_test_id("jobs")).to_contain_text("dead")
@@ -170,8 +184,7 @@ def test_orders_filter_page_and_open_with_every_record(
 
 
 def test_actions_ask_first_and_are_audited(page: Page, server: RunningServer) -> None:
-    failed = paid(server, "failed@example.com", SOLD_OUT)
-    wait_dead(server, failed)
+    failed = dead_order(server, "failed@example.com")
     short = paid(server, "short@example.com", GIFT_CARD, amount="0.00000001")
     wait_status(server, short, "underpaid")
     signed_in(page, server)
@@ -194,10 +207,6 @@ def test_actions_ask_first_and_are_audited(page: Page, server: RunningServer) ->
     page.wait_for_function("() => true")  # the dialog was answered during the click
     assert asked == [f"Retry the fulfillment of order {failed}?"]
     assert "admin_retry_fulfillment" not in audit_actions(server, failed)
-    keys = server.http.post(
-        f"/api/admin/products/{SOLD_OUT}/keys", json={"keys": ["F-1"]}, headers=server.admin
-    )
-    assert keys.status_code == 201
     page.once("dialog", answer(accept=True))
     page.get_by_test_id("retry-fulfillment").click()
     expect(page.get_by_test_id("message")).to_contain_text(f"order {failed} is paid")
@@ -224,14 +233,7 @@ def test_actions_ask_first_and_are_audited(page: Page, server: RunningServer) ->
 def test_dead_letters_retry_one_and_all_with_progress(
     page: Page, server: RunningServer, screenshot: Screenshot
 ) -> None:
-    dead = [paid(server, f"dead{n}@example.com", SOLD_OUT) for n in range(3)]
-    for order_id in dead:
-        wait_dead(server, order_id)
-    keys = [f"F-{n}" for n in range(3)]
-    added = server.http.post(
-        f"/api/admin/products/{SOLD_OUT}/keys", json={"keys": keys}, headers=server.admin
-    )
-    assert added.status_code == 201
+    dead = [dead_order(server, f"dead{n}@example.com") for n in range(3)]
     signed_in(page, server)
     expect(page.get_by_test_id("dead-row")).to_have_count(3)
     expect(page.get_by_test_id("health-jobs")).to_contain_text("dead3")
@@ -278,3 +280,46 @@ def test_orders_waiting_for_kinguin_keys_are_listed_and_open(
     page.get_by_test_id("open-waiting").click()
     expect(page.get_by_test_id("order-summary")).to_contain_text("paid")
     expect(page.get_by_test_id("audit")).to_contain_text("keys_pending")
+
+
+# --- the catalogue --------------------------------------------------------------------------
+
+
+def test_the_catalogue_creates_products_takes_keys_and_imports_whole(
+    page: Page, server: RunningServer, screenshot: Screenshot, tmp_path: Path
+) -> None:
+    signed_in(page, server)
+    page.get_by_test_id("p-id").fill("door-prize")
+    page.get_by_test_id("p-name").fill("Door Prize")
+    page.get_by_test_id("p-price").fill("4.50")
+    page.get_by_test_id("save-product").click()
+    expect(page.get_by_test_id("message")).to_contain_text("Saved Door Prize")
+    expect(page.get_by_test_id("stock-door-prize")).to_have_text("0")
+    page.get_by_test_id("k-product").select_option("door-prize")
+    page.get_by_test_id("k-paste").fill("DP-1\nDP-2\nDP-2")
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("DP-3\nDP-1\n", encoding="utf-8")
+    page.get_by_test_id("k-file").set_input_files(str(keys_file))
+    page.get_by_test_id("add-keys").click()
+    expect(page.get_by_test_id("message")).to_contain_text("Added 3 keys")
+    expect(page.get_by_test_id("message")).to_contain_text("2 duplicates not added")
+    expect(page.get_by_test_id("stock-door-prize")).to_have_text("3")
+    bad = tmp_path / "bad.json"
+    rows = [
+        {"id": "imp-1", "name": "One", "price": "1.00", "source": "custom"},
+        {"id": "imp-2", "name": "Two", "price": "2.00", "source": "kinguin"},
+    ]
+    bad.write_text(json.dumps(rows), encoding="utf-8")
+    page.get_by_test_id("i-file").set_input_files(str(bad))
+    page.get_by_test_id("import").click()
+    expect(page.get_by_test_id("message")).to_contain_text("products[1]")
+    expect(page.get_by_test_id("product-row").filter(has_text="imp-1")).to_have_count(0)
+    rows[1]["supplier_ref"] = "kg-2"
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"products": rows}), encoding="utf-8")
+    page.get_by_test_id("i-file").set_input_files(str(good))
+    page.get_by_test_id("import").click()
+    expect(page.get_by_test_id("message")).to_contain_text("Imported 2 products")
+    expect(page.get_by_test_id("product-row").filter(has_text="imp-2")).to_contain_text("kg-2")
+    assert_no_violations(page, "the catalogue")
+    screenshot(page, "admin-catalogue")

@@ -490,6 +490,15 @@ def test_every_admin_route_needs_the_admin_token(shared_server: RunningServer) -
     assert get_order(server, order)["status"] == "underpaid"
 
 
+def dead_at_kinguin(server: RunningServer) -> dict:
+    """A paid order whose fulfillment died: Kinguin failed each of its five attempts."""
+    assert server.http.post("/sandbox/kinguin/outage", json={"failures": 5}).status_code == 200
+    order = paid(server, STARDEW)
+    wait_dead(server, order)
+    assert server.http.post("/sandbox/kinguin/outage", json={"failures": 0}).status_code == 200
+    return order
+
+
 # --- the console's lists: email, dates, pages; dead letters by key; health -----------------
 
 
@@ -529,10 +538,8 @@ def test_order_list_refuses_bad_email_date_and_page_values(shared_server, query,
 
 
 def test_a_dead_job_is_retried_by_its_key_and_audited(server: RunningServer) -> None:
-    order = paid(server, SOLD_OUT)
-    wait_dead(server, order)
+    order = dead_at_kinguin(server)
     key = f"fulfill:{order['id']}"
-    assert add_keys(server, SOLD_OUT, ["FOUNDERS-0001"]).status_code == 201
     response = server.http.post(f"/api/admin/jobs/{key}/retry", headers=server.admin)
     assert response.status_code == 200, response.text
     assert "fulfillment_failed" not in response.json()["flags"]
@@ -548,8 +555,7 @@ def test_a_dead_job_is_retried_by_its_key_and_audited(server: RunningServer) -> 
 def test_health_counts_orders_and_jobs_and_names_the_last_error(server: RunningServer) -> None:
     buy(server, GIFT_CARD)
     create_order(server, GIFT_CARD)
-    failed = paid(server, SOLD_OUT)
-    wait_dead(server, failed)
+    failed = dead_at_kinguin(server)
     response = server.http.get("/api/admin/health", headers=server.admin)
     assert response.status_code == 200
     health = response.json()
@@ -561,3 +567,92 @@ def test_health_counts_orders_and_jobs_and_names_the_last_error(server: RunningS
     assert health["last_errors"]["fulfill"]["error"]
     unauthorised = server.http.get("/api/admin/health")
     assert_error(unauthorised, 401, "unauthorized")
+
+
+# --- the catalogue --------------------------------------------------------------------------
+
+
+def products_of(server: RunningServer) -> dict[str, dict]:
+    response = server.http.get("/api/admin/products", headers=server.admin)
+    assert response.status_code == 200, response.text
+    return {p["id"]: p for p in response.json()}
+
+
+def test_a_product_is_created_changed_and_sold(server: RunningServer) -> None:
+    body = {"name": "Door Prize", "price": "4.50", "currency": "usd", "source": "custom"}
+    created = server.http.put("/api/admin/products/door-prize", json=body, headers=server.admin)
+    assert created.status_code == 200, created.text
+    assert created.json() | {} == {
+        "id": "door-prize",
+        "name": "Door Prize",
+        "price": "4.50",
+        "currency": "usd",
+        "source": "custom",
+        "supplier_ref": None,
+        "available": False,
+        "stock": 0,
+    }
+    added = add_keys(server, "door-prize", ["DP-1", "DP-2", "DP-2", "DP-1 "])
+    assert added.json() == {"added": 2, "duplicates": 2, "distinct": 2}
+    again = add_keys(server, "door-prize", ["DP-2", "DP-3"])
+    assert again.json() == {"added": 1, "duplicates": 1, "distinct": 2}
+    assert products_of(server)["door-prize"]["stock"] == 3
+    changed = server.http.put(
+        "/api/admin/products/door-prize", json=body | {"price": "5.00"}, headers=server.admin
+    )
+    assert changed.json()["price"] == "5.00"
+    shop = {p["id"]: p for p in server.http.get("/api/products").json()}
+    assert shop["door-prize"]["price"] == "5.00"
+    assert shop["door-prize"]["available"] is True
+    order = buy(server, "door-prize")
+    assert order["status"] == "fulfilled"
+
+
+def test_an_import_is_checked_whole_before_anything_is_written(server: RunningServer) -> None:
+    before = products_of(server)
+    good = {"id": "imp-1", "name": "One", "price": "1.00", "source": "custom"}
+    kinguin = {"id": "imp-2", "name": "Two", "price": "2.00", "source": "kinguin"}
+    bad = server.http.post(
+        "/api/admin/products/import", json={"products": [good, kinguin]}, headers=server.admin
+    )
+    assert_error(bad, 400, "invalid_product")
+    assert "products[1]" in bad.json()["error"]["message"]
+    assert products_of(server) == before
+    kinguin["supplier_ref"] = "kg-2"
+    ok = server.http.post(
+        "/api/admin/products/import", json={"products": [good, kinguin]}, headers=server.admin
+    )
+    assert ok.status_code == 201, ok.text
+    assert ok.json() == {"saved": 2}
+    after = products_of(server)
+    assert after["imp-2"]["supplier_ref"] == "kg-2"
+    assert after["imp-2"]["stock"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"name": "", "price": "1.00", "source": "custom"}, "invalid_product"),
+        ({"name": "X", "price": "0", "source": "custom"}, "invalid_product"),
+        ({"name": "X", "price": "1.001", "source": "custom"}, "invalid_product"),
+        ({"name": "X", "price": "1.00", "source": "steam"}, "invalid_product"),
+        ({"name": "X", "price": "1.00", "source": "custom", "currency": "US$"}, "invalid_product"),
+        ({"name": "X", "price": "abc", "source": "custom"}, "invalid_amount"),
+    ],
+)
+def test_a_malformed_product_is_refused(shared_server, body, code) -> None:
+    response = shared_server.http.put(
+        "/api/admin/products/x-1", json=body, headers=shared_server.admin
+    )
+    assert_error(response, 400, code)
+    assert "x-1" not in products_of(shared_server)
+
+
+def test_an_import_refuses_repeated_ids_and_bad_lists(shared_server: RunningServer) -> None:
+    row = {"id": "dup", "name": "Dup", "price": "1.00", "source": "custom"}
+    for products in ([row, row], [], "nope"):
+        response = shared_server.http.post(
+            "/api/admin/products/import", json={"products": products}, headers=shared_server.admin
+        )
+        assert_error(response, 400, "invalid_products")
+    assert "dup" not in products_of(shared_server)

@@ -3,13 +3,16 @@ table): orders with their audit trail, retries, resolutions, key pools and jobs.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from datetime import date
+from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
 from bitloot_adapters.http_api.shapes import (
     HttpRequest,
     HttpResponse,
+    decimal_field,
     enum_query,
     job_json,
     json_body,
@@ -19,7 +22,8 @@ from bitloot_adapters.http_api.shapes import (
 )
 from bitloot_core.chart import Flag, JobKind, OrderStatus
 from bitloot_core.errors import InvalidInput, NotFound
-from bitloot_core.values import JobState, Order
+from bitloot_core.service.results import ProductView
+from bitloot_core.values import JobState, Order, Product, ProductSource
 
 if TYPE_CHECKING:
     from bitloot_adapters.http_api.api import ShopApi
@@ -159,7 +163,98 @@ def admin_pool_keys(api: ShopApi, request: HttpRequest, params: dict[str, str]) 
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise InvalidInput("keys must be a list of strings", code="invalid_keys")
     added = api.checkout.add_pool_keys(params["product_id"], keys)
-    return json_response(201, {"added": added})
+    # Keys already in a pool (or twice in this upload) are reported, not added.
+    distinct = len({k.strip() for k in keys})
+    return json_response(
+        201, {"added": added, "duplicates": len(keys) - added, "distinct": distinct}
+    )
+
+
+MAX_IMPORT: Final = 1000
+MAX_PRICE: Final = Decimal(1_000_000)
+MAX_NAME: Final = 200
+MAX_PRODUCT_ID: Final = 100
+_PRODUCT_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_CURRENCY = re.compile(r"^[a-z]{3,10}$")
+
+
+def _product(data: object, where: str, product_id: str | None = None) -> Product:
+    """A product from its JSON (``where`` names it in the refusal)."""
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{where} must be an object", code="invalid_product")
+    pid = product_id if product_id is not None else data.get("id")
+    name, currency = data.get("name"), data.get("currency", "usd")
+    source, ref = data.get("source"), data.get("supplier_ref")
+    if not isinstance(pid, str) or len(pid) > MAX_PRODUCT_ID or not _PRODUCT_ID.match(pid):
+        raise InvalidInput(
+            f"{where}: id must be lower-case letters, digits and dashes", code="invalid_product"
+        )
+    if not isinstance(name, str) or not 0 < len(name.strip()) <= MAX_NAME:
+        raise InvalidInput(
+            f"{where}: name must be 1 to {MAX_NAME} characters", code="invalid_product"
+        )
+    if not isinstance(currency, str) or not _CURRENCY.match(currency):
+        raise InvalidInput(
+            f"{where}: currency must be a lower-case code such as usd", code="invalid_product"
+        )
+    if source not in ("kinguin", "custom"):
+        raise InvalidInput(f"{where}: source must be kinguin or custom", code="invalid_product")
+    if source == "kinguin" and (not isinstance(ref, str) or not 0 < len(ref) <= MAX_PRODUCT_ID):
+        raise InvalidInput(
+            f"{where}: a kinguin product needs its supplier_ref", code="invalid_product"
+        )
+    price = decimal_field(data, "price")
+    if price is None or price <= 0 or price != price.quantize(Decimal("0.01")) or price > MAX_PRICE:
+        raise InvalidInput(
+            f"{where}: price must be above 0, in cents, at most {MAX_PRICE}", code="invalid_product"
+        )
+    return Product(
+        id=pid,
+        name=name.strip(),
+        price=price,
+        currency=currency,
+        source=ProductSource(source),
+        supplier_ref=ref if source == "kinguin" else None,
+    )
+
+
+def _product_json(view: ProductView) -> dict[str, object]:
+    product = view.product
+    return {
+        "id": product.id,
+        "name": product.name,
+        "price": product.price,
+        "currency": product.currency,
+        "source": product.source,
+        "supplier_ref": product.supplier_ref,
+        "available": view.available,
+        "stock": view.stock,
+    }
+
+
+def admin_products(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    del request, params
+    return json_response(200, [_product_json(v) for v in api.checkout.list_products()])
+
+
+def admin_put_product(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    product = _product(json_body(request), "the product", params["product_id"])
+    api.checkout.save_products([product])
+    view = next(v for v in api.checkout.list_products() if v.product.id == product.id)
+    return json_response(200, _product_json(view))
+
+
+def admin_import_products(
+    api: ShopApi, request: HttpRequest, params: dict[str, str]
+) -> HttpResponse:
+    """Every product checked before any is written: one bad row refuses the import."""
+    del params
+    rows = json_body(request).get("products")
+    if not isinstance(rows, list) or not 0 < len(rows) <= MAX_IMPORT:
+        raise InvalidInput(f"products must be a list of 1 to {MAX_IMPORT}", code="invalid_products")
+    products = [_product(row, f"products[{n}]") for n, row in enumerate(rows)]
+    saved = api.checkout.save_products(products)
+    return json_response(201, {"saved": saved})
 
 
 def admin_jobs(api: ShopApi, request: HttpRequest, params: dict[str, str]) -> HttpResponse:

@@ -206,7 +206,52 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "reason": _TEXT,
         }
     ),
-    "KeysAdded": _object({"added": _COUNT}),
+    "KeysAdded": _object({"added": _COUNT, "duplicates": _COUNT, "distinct": _COUNT}),
+    "AdminProduct": _object(
+        {
+            "id": _TEXT,
+            "name": _TEXT,
+            "price": _DECIMAL,
+            "currency": _TEXT,
+            "source": {"enum": _values(ProductSource)},
+            "supplier_ref": _NULLABLE_TEXT,
+            "available": {"type": "boolean"},
+            "stock": {"type": ["integer", "null"], "minimum": 0},
+        }
+    ),
+    "ProductInput": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "price": _DECIMAL_INPUT,
+            "currency": {"type": "string", "pattern": "^[a-z]{3,10}$"},
+            "source": {"enum": _values(ProductSource)},
+            "supplier_ref": {"type": "string", "description": "Kinguin's productId"},
+        },
+        "required": ["name", "price", "source"],
+    },
+    "ProductImport": {
+        "type": "object",
+        "properties": {
+            "products": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 1000,
+                "items": {
+                    "allOf": [
+                        ref("ProductInput"),
+                        {
+                            "type": "object",
+                            "properties": {"id": {"type": "string"}},
+                            "required": ["id"],
+                        },
+                    ]
+                },
+            }
+        },
+        "required": ["products"],
+    },
+    "ProductsSaved": _object({"saved": _COUNT}),
     # What a sandbox payment control sent: NOWPayments' IPNs or BTCPay's webhooks, each
     # with the shop's HTTP status (null: not answered, or not yet: they may go out after
     # the answer).
@@ -479,6 +524,23 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
         summary="Add keys to a custom product's pool",
         request="PoolKeys",
         responses={201: _json("KeysAdded")},
+        tags=["admin"],
+    ),
+    ("GET", "/api/admin/products"): Operation(
+        summary="The catalogue, with each custom product's stock",
+        responses={200: _list("AdminProduct")},
+        tags=["admin"],
+    ),
+    ("PUT", "/api/admin/products/{product_id}"): Operation(
+        summary="Create or change a product",
+        request="ProductInput",
+        responses={200: _json("AdminProduct")},
+        tags=["admin"],
+    ),
+    ("POST", "/api/admin/products/import"): Operation(
+        summary="Create or change many products: all checked before any is written",
+        request="ProductImport",
+        responses={201: _json("ProductsSaved")},
         tags=["admin"],
     ),
     ("GET", "/api/admin/jobs"): Operation(

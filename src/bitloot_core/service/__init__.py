@@ -158,6 +158,10 @@ class Checkout:
     def save_product(self, product: Product) -> None:
         catalogue.save_product(self._ctx, product)
 
+    def save_products(self, products: Sequence[Product], *, actor: str = "admin") -> int:
+        """The operator's catalogue change: every product or none, each audited."""
+        return catalogue.save_products(self._ctx, products, actor=actor)
+
     def add_pool_keys(self, product_id: str, keys: Sequence[str], *, actor: str = "admin") -> int:
         """Put shop-owned keys in the vault and add them to the product's pool."""
         return catalogue.add_pool_keys(self._ctx, product_id, keys, actor=actor)

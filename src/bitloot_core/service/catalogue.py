@@ -17,7 +17,14 @@ MAX_KEY_LENGTH: Final = 4096
 
 def list_products(ctx: Context) -> list[ProductView]:
     with ctx.store.transaction() as tx:
-        return [ProductView(product=p, available=_available(tx, p)) for p in tx.list_products()]
+        return [
+            ProductView(
+                product=p,
+                available=_available(tx, p),
+                stock=tx.pool_size(p.id) if p.source is ProductSource.CUSTOM else None,
+            )
+            for p in tx.list_products()
+        ]
 
 
 def _available(tx: StoreTx, product: Product) -> bool:
@@ -27,6 +34,49 @@ def _available(tx: StoreTx, product: Product) -> bool:
 def save_product(ctx: Context, product: Product) -> None:
     with ctx.store.transaction() as tx:
         tx.upsert_product(product)
+
+
+def save_products(ctx: Context, products: Sequence[Product], *, actor: str) -> int:
+    """Create or change ``products`` together (all or none), each change audited.
+
+    A product cannot change its source while its pool holds keys (they would be lost
+    to it); the catalogue is otherwise the operator's to rewrite."""
+    ids = [p.id for p in products]
+    if not products or len(set(ids)) != len(ids):
+        raise InvalidInput(
+            "products must be a non-empty list, each id once", code="invalid_products"
+        )
+    with ctx.store.transaction() as tx:
+        for product in products:
+            before = tx.get_product(product.id)
+            if (
+                before is not None
+                and before.source is ProductSource.CUSTOM
+                and product.source is not ProductSource.CUSTOM
+                and tx.pool_size(product.id) > 0
+            ):
+                raise InvalidInput(
+                    f"{product.id} still has keys in its pool: it stays custom",
+                    code="invalid_products",
+                )
+        for product in products:
+            before = tx.get_product(product.id)
+            tx.upsert_product(product)
+            tx.add_audit(
+                AuditEntry(
+                    order_id=None,
+                    at=ctx.clock.now(),
+                    action="product_created" if before is None else "product_changed",
+                    detail=_described(product),
+                    actor=actor,
+                )
+            )
+    return len(products)
+
+
+def _described(product: Product) -> str:
+    source = f"kinguin {product.supplier_ref}" if product.supplier_ref else str(product.source)
+    return f"{product.id}: {product.name}, {product.price} {product.currency}, {source}"
 
 
 def add_pool_keys(ctx: Context, product_id: str, keys: Sequence[str], *, actor: str) -> int:

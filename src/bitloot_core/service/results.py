@@ -79,6 +79,8 @@ class AdminOrderView:
 class ProductView:
     product: Product
     available: bool
+    # Unclaimed keys in a custom product's pool; None for a Kinguin product.
+    stock: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

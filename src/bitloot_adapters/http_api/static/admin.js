@@ -6,8 +6,12 @@ import { $, el } from "./dom.js";
 
 const TOKEN_KEY = "bitloot.admin_token";
 const PAGE_SIZE = 20;
-const STATUSES = ["created", "waiting", "confirming", "paid", "fulfilled", "expired", "failed", "underpaid"];
-const FLAGS = ["paid_late", "overpaid", "paid_twice", "fulfillment_failed", "product_unavailable", "supplier_order_canceled", "price_guard", "price_approved", "email_failed", "refunded", "marked"];
+// The filters' choices come from the API's own document: every status and flag it knows.
+async function filterChoices() {
+  const document = await api("GET", "/openapi.json");
+  const order = document.components.schemas.Order.properties;
+  return { statuses: order.status.enum, flags: order.flags.items.enum };
+}
 // What each button asks before it runs, and the path it posts to.
 const ACTIONS = {
   "retry-fulfillment": { ask: "Retry the fulfillment of order", path: (id) => `/api/admin/orders/${enc(id)}/retry-fulfillment` },
@@ -86,7 +90,7 @@ async function openConsole() {
   $("sign-in").hidden = true;
   $("console").hidden = false;
   $("sign-out").hidden = false;
-  await Promise.all([loadHealth(), loadWaiting(), loadOrders(), loadDead()]);
+  await Promise.all([loadHealth(), loadWaiting(), loadOrders(), loadDead(), loadCatalogue()]);
 }
 
 // --- health -------------------------------------------------------------------------
@@ -275,11 +279,85 @@ async function retryAll() {
   await Promise.all([loadDead(), loadOrders(), loadHealth()]);
 }
 
+// --- the catalogue ------------------------------------------------------------------
+
+async function loadCatalogue() {
+  const products = await admin("GET", "/api/admin/products");
+  $("catalogue-body").replaceChildren(
+    ...products.map((p) =>
+      el(
+        "tr",
+        { dataset: { testid: "product-row" } },
+        el("td", {}, p.id),
+        el("td", {}, p.name),
+        el("td", {}, `${p.price} ${p.currency.toUpperCase()}`),
+        el("td", {}, p.source === "kinguin" ? `Kinguin ${p.supplier_ref}` : "custom key pool"),
+        el("td", { dataset: { testid: `stock-${p.id}` } }, p.stock ?? "Kinguin's"),
+      ),
+    ),
+  );
+  const pools = products.filter((p) => p.source === "custom");
+  $("k-product").replaceChildren(...pools.map((p) => el("option", { value: p.id }, `${p.name} (${p.id})`)));
+}
+
+async function saveProduct(event) {
+  event.preventDefault();
+  const form = Object.fromEntries([...new FormData($("product-form"))].map(([k, v]) => [k, String(v).trim()]));
+  const { id, ...body } = form;
+  if (body.source !== "kinguin") delete body.supplier_ref;
+  try {
+    const saved = await admin("PUT", `/api/admin/products/${enc(id)}`, body);
+    say(`Saved ${saved.name} (${saved.id}).`, "info");
+    await loadCatalogue();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+async function addKeys(event) {
+  event.preventDefault();
+  const file = $("k-file").files[0];
+  const text = `${$("k-paste").value}\n${file ? await file.text() : ""}`;
+  const keys = text.split(/\r?\n/).map((k) => k.trim()).filter(Boolean);
+  const product = $("k-product").value;
+  if (!keys.length || !product) return say("Paste keys or choose a file first.", "error");
+  try {
+    const result = await admin("POST", `/api/admin/products/${enc(product)}/keys`, { keys });
+    say(`Added ${result.added} keys to ${product}; ${result.duplicates} duplicates not added.`, "info");
+    $("k-paste").value = "";
+    $("k-file").value = "";
+    await loadCatalogue();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+async function importProducts(event) {
+  event.preventDefault();
+  const file = $("i-file").files[0];
+  if (!file) return say("Choose a JSON file first.", "error");
+  let data;
+  try {
+    data = JSON.parse(await file.text());
+  } catch {
+    return say("That file is not JSON.", "error");
+  }
+  const products = Array.isArray(data) ? data : data.products;
+  try {
+    const result = await admin("POST", "/api/admin/products/import", { products });
+    say(`Imported ${result.saved} products.`, "info");
+    await loadCatalogue();
+  } catch (error) {
+    showError(error);
+  }
+}
+
 // --- wiring -------------------------------------------------------------------------
 
-function start() {
-  for (const status of STATUSES) $("f-status").append(el("option", { value: status }, status));
-  for (const flag of FLAGS) $("f-flag").append(el("option", { value: flag }, flag));
+async function start() {
+  const { statuses, flags } = await filterChoices();
+  for (const status of statuses) $("f-status").append(el("option", { value: status }, status));
+  for (const flag of flags) $("f-flag").append(el("option", { value: flag }, flag));
   $("sign-in-form").addEventListener("submit", signIn);
   $("sign-out").addEventListener("click", () => signOut());
   $("filters").addEventListener("submit", applyFilters);
@@ -302,8 +380,11 @@ function start() {
     if (button) retryJob(button.dataset.jobKey);
   });
   $("retry-all").addEventListener("click", () => retryAll().catch(showError));
+  $("product-form").addEventListener("submit", saveProduct);
+  $("keys-form").addEventListener("submit", addKeys);
+  $("import-form").addEventListener("submit", importProducts);
   if (token()) openConsole().catch(showError);
   else signOut();
 }
 
-start();
+start().catch(showError);
