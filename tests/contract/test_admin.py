@@ -314,7 +314,7 @@ def test_sold_out_is_refused_until_keys_are_added(server: RunningServer) -> None
 
     response = add_keys(server, SOLD_OUT, ["FOUNDER-1", "FOUNDER-2"])
     assert response.status_code == 201
-    assert response.json() == {"added": 2}
+    assert response.json() == {"added": 2, "duplicates": 0, "distinct": 2}
     products = {p["id"]: p for p in server.http.get("/api/products").json()}
     assert products[SOLD_OUT]["available"] is True
     done = buy(server, SOLD_OUT)
