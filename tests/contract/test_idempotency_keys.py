@@ -14,8 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 from flow import BUYER, admin_orders, assert_error, create_order, order_body
 
+from bitloot_adapters import postgres_store, sqlite_store
 from bitloot_adapters.postgres_store import PostgresStore
 from bitloot_adapters.sqlite_store import SqliteStore
 from bitloot_core.values import IdempotencyRecord
@@ -71,9 +73,9 @@ def test_sqlite_upgrade_forgets_keys_stored_in_clear(tmp_path: Path) -> None:
         tx.insert_idempotency(_plain_record())
         tx.insert_idempotency(hashed)
     store.close()
-    # The database as the version before hashing left it.
+    # The clear-text row above is what the version before hashing left; run its upgrade.
     with sqlite3.connect(tmp_path / "bitloot.db") as conn:
-        conn.execute("DELETE FROM schema_version WHERE version = 4")
+        sqlite_store._v4_hashed_idempotency_scopes(sqlite_utils.Database(conn))
     store = SqliteStore(tmp_path / "bitloot.db")
     try:
         with store.transaction() as tx:
@@ -94,7 +96,7 @@ def test_postgres_upgrade_forgets_keys_stored_in_clear(pg_url: str) -> None:
         tx.insert_idempotency(hashed)
     store.close()
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("DELETE FROM schema_version WHERE version = 4")
+        conn.execute(postgres_store._V4_HASHED_IDEMPOTENCY_SCOPES.encode())
     store = PostgresStore(pg_url, pool_size=1)
     try:
         with store.transaction() as tx:

@@ -8,6 +8,7 @@ would: list the dead job, retry the order, run a worker pass.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 from realkit import RealKit
@@ -16,6 +17,11 @@ from bitloot_core.chart import Flag, OrderStatus
 from bitloot_core.values import JobState
 
 MICROSECOND = timedelta(microseconds=1)
+
+
+def log_events(stderr: str) -> list[str]:
+    """The events a command logged on stderr (each command announces its mode first)."""
+    return [json.loads(line)["event"] for line in stderr.splitlines()]
 
 
 def fail_through(kit: RealKit, key: str, failures: int) -> list[timedelta]:
@@ -83,14 +89,14 @@ def test_five_failures_dead_letter_then_admin_retry(kit: RealKit, bitloot) -> No
 
     run = bitloot(kit)
     dead = run("jobs", "--state", "dead")
-    assert (dead.code, dead.err) == (0, "")
+    assert (dead.code, log_events(dead.err)) == (0, ["bitloot_start"])
     header, row = dead.out.splitlines()
     assert header.split()[:4] == ["JOB", "STATE", "TRIES", "RUN"]
     assert row.split()[:3] == [key, "dead", "5"]
     assert "503" in row
 
     retried = run("retry", created.order.id)
-    assert (retried.code, retried.err) == (0, "")
+    assert (retried.code, log_events(retried.err)) == (0, ["bitloot_start"])
     assert retried.out == f"order {created.order.id}: fulfillment re-enqueued (paid)\n"
     order = kit.checkout.get_order(created.order.id, created.access_token).order
     assert (order.status, order.flags) == (OrderStatus.PAID, frozenset())
