@@ -86,7 +86,7 @@ function render(order) {
 }
 
 // Flags of a paid order that waits for the shop's staff, not for the supplier.
-const HELD_FLAGS = ["fulfillment_failed", "product_unavailable", "supplier_order_canceled"];
+const HELD_FLAGS = ["fulfillment_failed", "product_unavailable", "supplier_order_canceled", "price_guard"];
 
 function statusHint(order) {
   const payment = order.payment;
@@ -97,8 +97,8 @@ function statusHint(order) {
     case "confirming":
       return "Your payment was seen; waiting for network confirmations.";
     case "paid":
-      // Held for the shop's staff (the supplier out of stock, its order canceled, the
-      // retries spent): waiting alone would never bring the keys.
+      // Held for the shop's staff (the supplier out of stock, its order canceled, its
+      // price above the limit, the retries spent): waiting alone would never bring the keys.
       if (order.flags.some((flag) => HELD_FLAGS.includes(flag))) {
         return "Payment received. Your keys are delayed: our team has been told and will deliver them or refund you, and we email you either way. Your order id is above if you contact support.";
       }
