@@ -97,8 +97,8 @@ def seed_rows(orders: int) -> Iterator[tuple[str, list[tuple[object, ...]]]]:
         yield (
             (
                 "INSERT INTO orders (id, status, flags, email, currency, items, version,"
-                " payment_id, created_at, updated_at, access_token_hash)"
-                " VALUES (?, 'waiting', '[]', ?, 'EUR', ?, 2, ?, ?, ?, ?)"
+                " payment_id, payment_provider, created_at, updated_at, access_token_hash)"
+                " VALUES (?, 'waiting', '[]', ?, 'EUR', ?, 2, ?, 'nowpayments', ?, ?, ?)"
             ),
             [
                 (order_id(n), f"buyer{n}@example.com", ITEMS, payment_id(n), at, at, TOKEN_HASH)
@@ -107,10 +107,11 @@ def seed_rows(orders: int) -> Iterator[tuple[str, list[tuple[object, ...]]]]:
         )
         yield (
             (
-                "INSERT INTO payments (id, order_id, status, provider_status, price_amount,"
-                " price_currency, pay_amount, pay_currency, pay_address, actually_paid,"
-                " valid_until, created_at, updated_at, version)"
-                " VALUES (?, ?, 'waiting', 'waiting', '19.99', 'eur', '0.00039980', 'btc',"
+                "INSERT INTO payments (provider, id, order_id, status, provider_status,"
+                " price_amount, price_currency, pay_amount, pay_currency, pay_address,"
+                " actually_paid, valid_until, created_at, updated_at, version)"
+                " VALUES ('nowpayments', ?, ?, 'waiting', 'waiting', '19.99', 'eur',"
+                " '0.00039980', 'btc',"
                 " ?, '0', NULL, ?, ?, 1)"
             ),
             [
@@ -132,8 +133,8 @@ def seed_rows(orders: int) -> Iterator[tuple[str, list[tuple[object, ...]]]]:
         yield (
             (
                 "INSERT INTO webhooks (received_at, body_sha256, signature_valid, outcome, reason,"
-                " payment_id, order_id, provider_status, dedupe_key)"
-                " VALUES (?, ?, 1, 'applied', 'applied', ?, ?, 'waiting', ?)"
+                " payment_id, order_id, provider_status, dedupe_key, provider)"
+                " VALUES (?, ?, 1, 'applied', 'applied', ?, ?, 'waiting', ?, 'nowpayments')"
             ),
             [
                 (at, f"{n:064x}", payment_id(n), order_id(n), f"{payment_id(n)}:waiting:0")
@@ -312,7 +313,7 @@ class Baseline:
         payment = conn.execute(
             "SELECT id, order_id, status, provider_status, price_amount, price_currency,"
             " pay_amount, pay_currency, pay_address, actually_paid, valid_until, created_at,"
-            " updated_at, version FROM payments WHERE id = ?",
+            " updated_at, version FROM payments WHERE provider = 'nowpayments' AND id = ?",
             (payment_id(n),),
         ).fetchone()
         order = conn.execute(
@@ -324,7 +325,8 @@ class Baseline:
             "UPDATE payments SET order_id = ?, status = 'finished', provider_status = 'finished',"
             " price_amount = ?, price_currency = ?, pay_amount = ?, pay_currency = ?,"
             " pay_address = ?, actually_paid = '0.00039980', valid_until = ?, created_at = ?,"
-            " updated_at = ?, version = version + 1 WHERE id = ? AND version = ?",
+            " updated_at = ?, version = version + 1"
+            " WHERE provider = 'nowpayments' AND id = ? AND version = ?",
             (*payment[1:2], *payment[4:9], payment[10], payment[11], at, payment[0], payment[13]),
         ).rowcount
         updated += conn.execute(
@@ -343,8 +345,8 @@ class Baseline:
         )
         conn.execute(
             "INSERT INTO webhooks (received_at, body_sha256, signature_valid, outcome, reason,"
-            " payment_id, order_id, provider_status, dedupe_key)"
-            " VALUES (?, ?, 1, 'applied', 'applied', ?, ?, 'finished', ?)",
+            " payment_id, order_id, provider_status, dedupe_key, provider)"
+            " VALUES (?, ?, 1, 'applied', 'applied', ?, ?, 'finished', ?, 'nowpayments')",
             (at, f"{serial:064x}", payment[0], order[0], f"{payment[0]}:finished:{serial}"),
         )
         conn.execute(
